@@ -1,0 +1,145 @@
+"""The LTX-Video diffusion transformer (DiT with adaLN-single, 3D RoPE and text cross-attention)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import TransformerConfig
+from ..loading.materialize import materialize
+from .attention import attention, text_mask_bias
+from .layers import AdaLNSingle, CaptionProjection, FeedForward, RMSNorm
+from .rope import apply_rope, rope_tables
+
+
+class Attention(nn.Module):
+    """Self-attention (with RoPE) or cross-attention (context given) with RMS-normed queries and keys."""
+
+    def __init__(self, dim: int, heads: int, context_dim: int, qk_norm_eps: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim)
+        self.to_k = nn.Linear(context_dim, dim)
+        self.to_v = nn.Linear(context_dim, dim)
+        self.q_norm = RMSNorm(dim, qk_norm_eps)
+        self.k_norm = RMSNorm(dim, qk_norm_eps)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim)])  # key `to_out.0`
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x: (B, N, D); context: (B, L, C) or None for self-attention → (B, N, D)."""
+        kv_input = x if context is None else context
+        q = self.q_norm(self.to_q(x))
+        k = self.k_norm(self.to_k(kv_input))
+        v = self.to_v(kv_input)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return self.to_out[0](attention(q, k, v, self.heads, bias))
+
+
+class TransformerBlock(nn.Module):
+    """adaLN-modulated self-attention, ungated cross-attention, adaLN-modulated feed-forward."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        dim = config.hidden_dim
+        self.norm_eps = config.norm_eps
+        self.attn1 = Attention(dim, config.num_heads, dim, config.qk_norm_eps)
+        self.attn2 = Attention(dim, config.num_heads, config.cross_attention_dim, config.qk_norm_eps)
+        self.ff = FeedForward(dim, config.ff_mult * dim)
+        self.scale_shift_table = nn.Parameter(torch.empty(6, dim))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        modulation: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        context: torch.Tensor,
+        context_bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """x: (B, N, D); modulation: (B, T, 6, D) with T = 1 or N; context: (B, L, D)."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (self.scale_shift_table + modulation).unbind(2)
+        dim = (x.shape[-1],)
+        h = F.rms_norm(x, dim, eps=self.norm_eps) * (1 + scale_msa) + shift_msa
+        x = x + gate_msa * self.attn1(h, rope=rope)
+        x = x + self.attn2(x, context=context, bias=context_bias)
+        h = F.rms_norm(x, dim, eps=self.norm_eps) * (1 + scale_mlp) + shift_mlp
+        return x + gate_mlp * self.ff(h)
+
+
+class LTXVideoTransformer(nn.Module):
+    """The denoiser: latent tokens, noise level, text and token positions → flow velocity."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.hidden_dim
+        self.patchify_proj = nn.Linear(config.in_channels, dim)
+        self.adaln_single = AdaLNSingle(dim)
+        self.caption_projection = CaptionProjection(config.caption_channels, dim)
+        self.transformer_blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
+        self.scale_shift_table = nn.Parameter(torch.empty(2, dim))
+        self.proj_out = nn.Linear(dim, config.out_channels)
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        config: TransformerConfig,
+        state_dict: Mapping[str, torch.Tensor],
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> LTXVideoTransformer:
+        """Build on the `meta` device and adopt the tensors of an original-key state dict."""
+        with torch.device("meta"):
+            model = cls(config)
+        return materialize(model, state_dict, dtype=dtype, device=device, what="LTX-Video transformer")
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor | None,
+        positions: torch.Tensor,
+    ) -> torch.Tensor:
+        """Predict the flow velocity (noise − clean) of latent tokens.
+
+        x: (B, N, in_channels) tokens in (f, h, w) order.
+        sigma: (B,) one noise level per sample, or (B, N) per token, in [0, 1]; kept in float32.
+        context: (B, L, caption_channels) T5 hidden states; context_mask: (B, L), 1 = keep, or None.
+        positions: (B or 1, 3, N) RoPE coordinates (see `rope.video_positions`).
+        Returns (B, N, out_channels).
+        """
+        batch, tokens, _ = x.shape
+        if sigma.shape not in ((batch,), (batch, tokens)):
+            raise ValueError(f"sigma must have shape ({batch},) or ({batch}, {tokens}), got {tuple(sigma.shape)}")
+        if positions.shape[1:] != (3, tokens):
+            raise ValueError(f"positions must have shape (B, 3, {tokens}), got {tuple(positions.shape)}")
+        cfg = self.config
+        x = self.patchify_proj(x)
+        dtype = x.dtype
+
+        # Timesteps stay float32 up to the sinusoid: σ·1000 in bf16 would be off by up to 2.
+        t = sigma.to(torch.float32).reshape(batch, -1) * cfg.timestep_scale_multiplier  # (B, T)
+        modulation, embedded_t = self.adaln_single(t, dtype)  # (B, T, 6D), (B, T, D)
+        modulation = modulation.unflatten(-1, (6, -1))  # (B, T, 6, D)
+
+        rope = rope_tables(positions, cfg.hidden_dim, cfg.rope_theta, cfg.rope_max_pos)  # once per forward
+        context = self.caption_projection(context.to(dtype))  # (B, L, D)
+        context_bias = None if context_mask is None else text_mask_bias(context_mask, dtype)
+
+        for block in self.transformer_blocks:
+            x = block(x, modulation, rope, context, context_bias)
+
+        shift, scale = (self.scale_shift_table + embedded_t[:, :, None]).unbind(2)  # (B, T, D) each
+        x = F.layer_norm(x, (x.shape[-1],), eps=1e-6) * (1 + scale) + shift
+        return self.proj_out(x)

@@ -1,0 +1,80 @@
+"""The pack's layout: our own ltx_core is imported, and the pack imports cleanly outside ComfyUI."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import ltx_core
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _import_pack(name: str) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ltx_core_is_this_repository():
+    # PyPI has an unrelated package importable as `ltx_core`; the tests must exercise ours.
+    assert Path(ltx_core.__file__).resolve().parent == REPO / "ltx_core"
+
+
+def test_public_api_names_exist():
+    for name in ltx_core.__all__:
+        assert hasattr(ltx_core, name), name
+
+
+def test_pack_imports_outside_comfyui():
+    assert "comfy_api" not in sys.modules
+    pack = _import_pack("ltx_pack_outside")
+    assert not hasattr(pack, "comfy_entrypoint")
+    assert "comfy_api" not in sys.modules
+    # the core inside the pack resolves relatively, to the same files
+    core = importlib.import_module("ltx_pack_outside.ltx_core")
+    assert Path(core.__file__).resolve().parent == REPO / "ltx_core"
+
+
+def test_pack_registers_entrypoint_inside_comfyui(monkeypatch: pytest.MonkeyPatch):
+    # A stand-in for ComfyUI's `comfy_api.latest`, just enough for the pack's entrypoint.
+    latest = types.ModuleType("comfy_api.latest")
+
+    class ComfyExtension:
+        async def get_node_list(self):
+            return []
+
+    latest.ComfyExtension = ComfyExtension
+    latest.io = types.SimpleNamespace(ComfyNode=object)
+    monkeypatch.setitem(sys.modules, "comfy_api", types.ModuleType("comfy_api"))
+    monkeypatch.setitem(sys.modules, "comfy_api.latest", latest)
+    pack = _import_pack("ltx_pack_inside")
+    import asyncio
+
+    extension = asyncio.run(pack.comfy_entrypoint())
+    assert isinstance(extension, ComfyExtension)
+    nodes = asyncio.run(extension.get_node_list())
+    assert isinstance(nodes, list)
+
+
+def test_requirements_txt_matches_pyproject():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requirements = [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines() if line.strip()]
+    assert requirements == project["dependencies"]
+    assert not any(r.startswith("torch") for r in requirements)  # ComfyUI brings its own torch
+
+
+def test_generator_says_not_yet():
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-m", "ltx_core.generate"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "not available yet" in result.stderr

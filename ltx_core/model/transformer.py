@@ -97,11 +97,13 @@ class LTXVideoTransformer(nn.Module):
         *,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
+        consume: bool = False,
     ) -> LTXVideoTransformer:
-        """Build on the `meta` device and adopt the tensors of an original-key state dict."""
+        """Build on the `meta` device and adopt the tensors of an original-key state dict
+        (see `materialize` for dtype, device and consume)."""
         with torch.device("meta"):
             model = cls(config)
-        return materialize(model, state_dict, dtype=dtype, device=device, what="LTX-Video transformer")
+        return materialize(model, state_dict, dtype=dtype, device=device, what="LTX-Video transformer", consume=consume)
 
     def forward(
         self,

@@ -1,0 +1,121 @@
+"""Full-size transformer forward on a GPU with random weights: ours (eager, optionally compiled)
+next to diffusers' LTXVideoTransformer3DModel when it is importable.
+
+Default shape: 768×512×121 video → latent 16×16×24 = 6,144 tokens, CFG batch 2, 128 text tokens, bf16.
+Usage: python benchmarks/transformer_forward.py [--compile] [--diffusers] [--iters 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ltx_core import LTXV_2B, LTXVideoTransformer, video_positions  # noqa: E402
+from ltx_core.loading.keymaps import transformer_to_diffusers  # noqa: E402
+
+LATENT = (16, 16, 24)
+TEXT_TOKENS = 128
+
+
+def random_weights(model_meta: torch.nn.Module, device: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    gen = torch.Generator(device=device).manual_seed(0)
+    weights = {}
+    for key, meta in model_meta.state_dict().items():
+        t = torch.randn(meta.shape, generator=gen, device=device, dtype=torch.float32)
+        scale = meta.shape[1] ** -0.5 if meta.ndim == 2 else 0.1
+        weights[key] = (1 + 0.1 * t if key.endswith("norm.weight") else t * scale).to(dtype)
+    return weights
+
+
+def time_cuda(fn, iters: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--diffusers", action="store_true")
+    parser.add_argument("--iters", type=int, default=10)
+    args = parser.parse_args()
+    device, dtype = "cuda", torch.bfloat16
+    cfg = LTXV_2B
+    with torch.device("meta"):
+        meta = LTXVideoTransformer(cfg)
+    weights = random_weights(meta, device, dtype)
+    model = LTXVideoTransformer.from_state_dict(cfg, dict(weights))
+
+    n = LATENT[0] * LATENT[1] * LATENT[2]
+    gen = torch.Generator(device=device).manual_seed(1)
+    x = torch.randn(2, n, 128, device=device, dtype=dtype, generator=gen)
+    context = torch.randn(2, TEXT_TOKENS, 4096, device=device, dtype=dtype, generator=gen)
+    mask = torch.ones(2, TEXT_TOKENS, device=device)
+    mask[:, 40:] = 0
+    sigma = torch.tensor([0.7, 0.7], device=device)
+    positions = video_positions(*LATENT, frame_rate=25.0, causal_fix=False, device=device)
+    rows = []
+
+    def report(name: str, times: list[float]) -> None:
+        rows.append((name, statistics.median(times), min(times)))
+
+    with torch.inference_mode():
+        torch.cuda.reset_peak_memory_stats()
+        ours = lambda: model(x, sigma, context, mask, positions)  # noqa: E731
+        report("ours eager", time_cuda(ours, args.iters))
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        reference_out = ours().float()
+
+        if args.compile:
+            compiled = torch.compile(model)
+            t0 = time.perf_counter()
+            out = compiled(x, sigma, context, mask, positions)
+            torch.cuda.synchronize()
+            print(f"compile (first call): {time.perf_counter() - t0:.1f} s", flush=True)
+            print(f"compiled vs eager max |Δ| {(out.float() - reference_out).abs().max():.4f}", flush=True)
+            report("ours torch.compile", time_cuda(lambda: compiled(x, sigma, context, mask, positions), args.iters))
+
+        if args.diffusers:
+            from diffusers import LTXVideoTransformer3DModel
+
+            with torch.device("meta"):
+                ref = LTXVideoTransformer3DModel()
+            ref.load_state_dict(transformer_to_diffusers(weights), assign=True)
+            ref.eval()
+            run = lambda: ref(  # noqa: E731
+                hidden_states=x,
+                encoder_hidden_states=context,
+                timestep=sigma * 1000,
+                encoder_attention_mask=mask,
+                video_coords=positions.expand(2, -1, -1),
+                return_dict=False,
+            )[0]
+            diff = (run().float() - reference_out).abs()
+            print(f"diffusers vs ours: max |Δ| {diff.max():.4f}, mean |Δ| {diff.mean():.5f}", flush=True)
+            report("diffusers eager", time_cuda(run, args.iters))
+
+    print(f"\n{torch.cuda.get_device_name()}, 2B bf16, {n} tokens × batch 2, {TEXT_TOKENS} text tokens")
+    print(f"peak memory (ours eager): {peak:.2f} GiB")
+    print(f"{'variant':<22}{'median ms':>10}{'min ms':>10}")
+    for name, median, best in rows:
+        print(f"{name:<22}{median:>10.1f}{best:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()

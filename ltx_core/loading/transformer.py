@@ -1,0 +1,165 @@
+"""load_transformer(): any supported file or folder → a ready LTXVideoTransformer."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import TransformerConfig
+from ..model.transformer import LTXVideoTransformer
+from .detect import diffusers_component_dir, diffusers_weight_files, find_components, is_gguf, require_component
+from .errors import CheckpointError
+from .gguf import QuantizedTensor, read_gguf
+from .keymaps import TRANSFORMER_DIFFUSERS_SEGMENTS, rename_segments
+from .materialize import CheckpointMismatchError, materialize
+from .quantized import swap_linears
+from .safetensors import SafetensorsHeader, checkpoint_config, load_tensors, read_header
+
+HEADS = 32  # every released LTX-Video transformer has 32 heads; split files carry no config
+
+
+@dataclass(frozen=True)
+class Detected:
+    """What a loader found: the file's format, the model release and how its weights were stored."""
+
+    path: Path
+    format: str  # "single file", "split file", "diffusers folder", "gguf"
+    release: str
+    stored_dtype: str
+    config: TransformerConfig
+
+
+def transformer_release(cfg: TransformerConfig) -> str:
+    size = "13B" if cfg.hidden_dim == 4096 else "2B" if cfg.hidden_dim == 2048 else f"{cfg.hidden_dim}-wide"
+    positions = "0.9.5+ (causal RoPE)" if cfg.causal_temporal_positioning else "0.9.0/0.9.1 positions"
+    return f"{size}, {positions}"
+
+
+def config_from_shapes(shapes: Mapping[str, tuple[int, ...]], *, causal: bool) -> TransformerConfig:
+    """Infer the config of an original-key transformer from its tensor shapes (no metadata)."""
+    blocks = {int(k.split(".")[1]) for k in shapes if k.startswith("transformer_blocks.")}
+    dim, in_channels = shapes["patchify_proj.weight"]
+    return TransformerConfig(
+        num_layers=max(blocks) + 1 if blocks else 0,
+        num_heads=HEADS,
+        head_dim=dim // HEADS,
+        in_channels=in_channels,
+        out_channels=shapes["proj_out.weight"][0],
+        caption_channels=shapes["caption_projection.linear_1.weight"][1],
+        cross_attention_dim=shapes["transformer_blocks.0.attn2.to_k.weight"][1] if blocks else dim,
+        causal_temporal_positioning=causal,
+    )
+
+
+def _config_without_metadata(
+    path: Path, shapes: Mapping[str, tuple[int, ...]], causal: bool | None
+) -> TransformerConfig:
+    """Config from shapes; the causal RoPE fix defaults to on for 13B (only 0.9.7+ exist), off for 2B."""
+    try:
+        is_13b = shapes["patchify_proj.weight"][0] == 4096
+        return config_from_shapes(shapes, causal=is_13b if causal is None else causal)
+    except KeyError as exc:
+        raise CheckpointError(path, f"lacks the tensor {exc}", "a complete LTX-Video transformer") from exc
+
+
+def _renamer(prefix: str, naming: str) -> Callable[[str], str | None]:
+    def rename(key: str) -> str | None:
+        if not key.startswith(prefix):
+            return None  # another component of the same file
+        key = key[len(prefix) :]
+        return rename_segments(key, TRANSFORMER_DIFFUSERS_SEGMENTS) if naming == "diffusers" else key
+
+    return rename
+
+
+def _most_common_dtype(dtypes: Mapping[str, str]) -> str:
+    return Counter(dtypes.values()).most_common(1)[0][0] if dtypes else "unknown"
+
+
+Source = tuple[list[SafetensorsHeader], Callable[[str], str | None], Detected]  # files, key renamer, findings
+
+
+def _from_safetensors(path: Path, causal: bool | None) -> Source:
+    header = read_header(path)
+    component = require_component(path, find_components(header.shapes), "transformer")
+    rename = _renamer(component.prefix, component.naming)
+    shapes = {name: s for k, s in header.shapes.items() if (name := rename(k)) is not None}
+    metadata = checkpoint_config(header).get("transformer")
+    if metadata:
+        cfg = TransformerConfig.from_metadata(metadata)
+        if causal is not None and causal != cfg.causal_temporal_positioning:
+            cfg = TransformerConfig.from_metadata({**metadata, "causal_temporal_positioning": causal})
+    else:
+        cfg = _config_without_metadata(path, shapes, causal)
+    fmt = "single file" if component.prefix else "split file"
+    dtypes = {k: v for k, v in header.dtypes.items() if rename(k) is not None}
+    return [header], rename, Detected(path, fmt, transformer_release(cfg), _most_common_dtype(dtypes), cfg)
+
+
+def _from_diffusers(path: Path, causal: bool | None) -> Source:
+    folder = diffusers_component_dir(path, "transformer", "LTXVideoTransformer3DModel")
+    raw = json.loads((folder / "config.json").read_text())
+    # diffusers does not record the causal RoPE fix; only 0.9.5+ releases have it, and all 13B ones do
+    is_13b = int(raw.get("attention_head_dim", 64)) == 128
+    cfg = TransformerConfig.from_diffusers(raw, causal_temporal_positioning=is_13b if causal is None else causal)
+    headers = [read_header(f) for f in diffusers_weight_files(folder)]
+    dtype = _most_common_dtype(headers[0].dtypes)
+    return headers, _renamer("", "diffusers"), Detected(path, "diffusers folder", transformer_release(cfg), dtype, cfg)
+
+
+def _load_gguf(
+    path: Path, dtype: torch.dtype | None, device: torch.device | str | None, causal: bool | None
+) -> tuple[LTXVideoTransformer, Detected]:
+    """GGUF: linear weights stay quantized (dequantized per layer at use); the rest is cast to dtype."""
+    tensors, _ = read_gguf(path, architecture="ltxv")
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    require_component(path, find_components(shapes), "transformer")
+    cfg = _config_without_metadata(path, shapes, causal)
+    kinds = Counter(v.qtype.name for v in tensors.values() if isinstance(v, QuantizedTensor))
+    stored = "+".join(name for name, _ in kinds.most_common()) or "unquantized"
+    with torch.device("meta"):
+        model = LTXVideoTransformer(cfg)
+    try:
+        rest = swap_linears(model, tensors, device=device)
+        materialize(model, rest, dtype=dtype, device=device, what="LTX-Video transformer", consume=True)
+    except CheckpointMismatchError as exc:
+        raise CheckpointError(path, str(exc), "weights matching the detected configuration") from exc
+    return model, Detected(path, "gguf", transformer_release(cfg), stored, cfg)
+
+
+def load_transformer(
+    path: str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    causal_temporal_positioning: bool | None = None,
+) -> tuple[LTXVideoTransformer, Detected]:
+    """Load the LTX-Video transformer from an original single-file checkpoint, a ComfyUI split
+    (diffusion_models) file, a diffusers folder or a GGUF file, deciding by content.
+
+    dtype: storage and compute dtype of the weights (default: as stored; for GGUF, the dtype of the
+    unquantized tensors, while quantized weights are expanded to the activations' dtype at use).
+    causal_temporal_positioning overrides what the checkpoint says (files without metadata cannot
+    say it: 13B defaults to on, 2B to off).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(path, "does not exist", "a checkpoint file or a diffusers folder")
+    if path.is_dir():
+        headers, rename, detected = _from_diffusers(path, causal_temporal_positioning)
+    elif is_gguf(path):
+        return _load_gguf(path, dtype, device, causal_temporal_positioning)
+    else:
+        headers, rename, detected = _from_safetensors(path, causal_temporal_positioning)
+    tensors = load_tensors(headers, rename, dtype=dtype)
+    try:
+        model = LTXVideoTransformer.from_state_dict(detected.config, tensors, device=device, consume=True)
+    except CheckpointMismatchError as exc:
+        del tensors
+        raise CheckpointError(path, str(exc), "weights matching the detected configuration") from exc
+    return model, detected

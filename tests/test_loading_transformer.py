@@ -1,0 +1,139 @@
+"""load_transformer() on synthetic checkpoints in every safetensors layout, and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ltx_core import LTXVideoTransformer, TransformerConfig
+from ltx_core.loading.errors import CheckpointError
+from ltx_core.loading.keymaps import transformer_to_diffusers
+from ltx_core.loading.transformer import load_transformer
+from tiny import random_state_dict, tiny_transformer_config
+
+# 32 heads like every release, so split files (no config) can be read by shape alone.
+CFG = tiny_transformer_config(heads=32, head_dim=2)
+
+
+def _weights(cfg: TransformerConfig = CFG) -> dict[str, torch.Tensor]:
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in LTXVideoTransformer(cfg).state_dict().items()}
+    return random_state_dict(shapes, seed=3)
+
+
+def _assert_loaded(model: LTXVideoTransformer, weights: dict[str, torch.Tensor], dtype=torch.float32):
+    loaded = model.state_dict()
+    assert loaded.keys() == weights.keys()
+    for key, value in weights.items():
+        assert loaded[key].dtype == dtype
+        assert torch.equal(loaded[key], value.to(dtype)), key
+
+
+def test_original_single_file_with_metadata(tmp_path):
+    cfg = tiny_transformer_config(heads=2, head_dim=14, causal=True)  # only the metadata can say this
+    weights = _weights(cfg)
+    tensors = {f"model.diffusion_model.{k}": v for k, v in weights.items()}
+    tensors["vae.decoder.conv_in.conv.weight"] = torch.zeros(4, 4, 3, 3, 3)  # the VAE sharing the file
+    path = tmp_path / "checkpoint.safetensors"
+    save_file(tensors, path, metadata={"config": json.dumps({"transformer": cfg.to_metadata(), "vae": {}})})
+    model, detected = load_transformer(path)
+    _assert_loaded(model, weights)
+    assert detected.format == "single file"
+    assert detected.config == cfg
+    assert "0.9.5+" in detected.release and detected.stored_dtype == "F32"
+
+
+def test_split_file_without_metadata_bf16(tmp_path):
+    weights = _weights()
+    path = tmp_path / "anything.safetensors"
+    save_file({k: v.to(torch.float16) for k, v in weights.items()}, path)
+    model, detected = load_transformer(path, dtype=torch.bfloat16)
+    assert detected.format == "split file" and detected.stored_dtype == "F16"
+    assert detected.config == CFG
+    _assert_loaded(model, {k: v.to(torch.float16) for k, v in weights.items()}, dtype=torch.bfloat16)
+
+
+def test_diffusers_named_single_file(tmp_path):
+    weights = _weights()
+    path = tmp_path / "transformer.safetensors"
+    save_file(transformer_to_diffusers(weights), path)
+    model, _ = load_transformer(path)
+    _assert_loaded(model, weights)
+
+
+def test_diffusers_folder_with_sharded_weights(tmp_path):
+    weights = _weights()
+    diffusers_weights = transformer_to_diffusers(weights)
+    folder = tmp_path / "LTX-Video" / "transformer"
+    folder.mkdir(parents=True)
+    config = {
+        "_class_name": "LTXVideoTransformer3DModel",
+        "num_attention_heads": CFG.num_heads,
+        "attention_head_dim": CFG.head_dim,
+        "cross_attention_dim": CFG.cross_attention_dim,
+        "num_layers": CFG.num_layers,
+        "in_channels": CFG.in_channels,
+        "out_channels": CFG.out_channels,
+        "caption_channels": CFG.caption_channels,
+        "qk_norm": "rms_norm_across_heads",
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    keys = sorted(diffusers_weights)
+    shards = {"diffusion_pytorch_model-00001-of-00002.safetensors": keys[::2]}
+    shards["diffusion_pytorch_model-00002-of-00002.safetensors"] = keys[1::2]
+    weight_map = {}
+    for name, shard_keys in shards.items():
+        save_file({k: diffusers_weights[k] for k in shard_keys}, folder / name)
+        weight_map.update(dict.fromkeys(shard_keys, name))
+    (folder / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    model, detected = load_transformer(folder.parent)
+    assert detected.format == "diffusers folder" and detected.config == CFG
+    _assert_loaded(model, weights)
+    (folder / "diffusion_pytorch_model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="missing: diffusion_pytorch_model-00002-of-00002"):
+        load_transformer(folder.parent)
+
+
+def test_vae_file_given_as_transformer(tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_file({"decoder.conv_in.conv.weight": torch.zeros(2), "encoder.conv_in.conv.weight": torch.zeros(2)}, path)
+    with pytest.raises(
+        CheckpointError, match="contains an LTX-Video VAE; expected an LTX-Video transformer.*VAE loader"
+    ):
+        load_transformer(path)
+
+
+def test_unknown_architecture(tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_file({"down.0.weight": torch.zeros(2)}, path)
+    with pytest.raises(CheckpointError, match="contains no known model"):
+        load_transformer(path)
+
+
+def test_truncated_file(tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_file(_weights(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors: is truncated"):
+        load_transformer(path)
+    path.write_bytes(b"\x01\x02")
+    with pytest.raises(CheckpointError, match="too short"):
+        load_transformer(path)
+
+
+def test_missing_tensor_is_named(tmp_path):
+    weights = _weights()
+    del weights["transformer_blocks.1.attn2.to_v.bias"]
+    path = tmp_path / "model.safetensors"
+    save_file(weights, path)
+    with pytest.raises(CheckpointError, match="missing transformer_blocks.1.attn2.to_v.bias"):
+        load_transformer(path)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_transformer(tmp_path / "nope.safetensors")

@@ -148,3 +148,258 @@ class TransformerConfig:
 LTXV_2B = TransformerConfig()
 LTXV_2B_CAUSAL = TransformerConfig(causal_temporal_positioning=True)  # 0.9.5 … 0.9.8 2B
 LTXV_13B = TransformerConfig(num_layers=48, head_dim=128, cross_attention_dim=4096, causal_temporal_positioning=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Video VAE
+
+
+# Channel multiplier of a block when its params do not name one (the official Encoder/Decoder defaults).
+_VAE_DEFAULT_MULTIPLIER: dict[str, int] = {
+    "res_x_y": 2,
+    "compress_all_x_y": 2,
+    "compress_all_res": 2,
+    "compress_space_res": 2,
+    "compress_time_res": 2,
+}
+VAE_ENCODER_KINDS = (
+    "res_x",
+    "res_x_y",
+    "compress_all",
+    "compress_time",
+    "compress_space",
+    "compress_all_x_y",
+    "compress_all_res",
+    "compress_space_res",
+    "compress_time_res",
+)
+VAE_DECODER_KINDS = ("res_x", "res_x_y", "compress_all", "compress_time", "compress_space")
+VAE_PADDING_MODES = ("zeros", "reflect", "replicate")
+
+# Values of the original VAE config this implementation hard-codes (every released LTX-Video VAE uses them).
+_VAE_FIXED_VALUES: dict[str, tuple[Any, ...]] = {
+    "_class_name": ("CausalVideoAutoencoder",),
+    "dims": (3,),
+    "norm_layer": ("pixel_norm",),
+    "latent_log_var": ("uniform",),
+    "use_quant_conv": (False,),
+    "normalize_latent_channels": (False,),
+}
+
+
+@dataclass(frozen=True)
+class VAEBlock:
+    """One entry of a block list: `res_x` (num_layers res blocks), `res_x_y` (one channel-changing res
+    block), `compress_*` (a ×2 down/upsample over time, space or both; `*_res` = space-to-depth with a
+    residual; decoder `residual`/`multiplier` = residual depth-to-space that divides the channels)."""
+
+    kind: str
+    num_layers: int = 1
+    multiplier: int = 1
+    residual: bool = False
+    inject_noise: bool = False
+
+    @classmethod
+    def parse(cls, entry: Any) -> VAEBlock:
+        """From an original `[kind, int | {params}]` entry."""
+        kind, params = entry
+        params = {"num_layers": params} if isinstance(params, int) else dict(params)
+        return cls(
+            kind=kind,
+            num_layers=int(params.get("num_layers", 1)),
+            multiplier=int(params.get("multiplier", _VAE_DEFAULT_MULTIPLIER.get(kind, 1))),
+            residual=bool(params.get("residual", False)),
+            inject_noise=bool(params.get("inject_noise", False)),
+        )
+
+    def to_metadata(self) -> list[Any]:
+        if self.kind == "res_x":
+            return [self.kind, {"num_layers": self.num_layers, "inject_noise": self.inject_noise}]
+        return [
+            self.kind,
+            {"multiplier": self.multiplier, "residual": self.residual, "inject_noise": self.inject_noise},
+        ]
+
+
+def _blocks(*entries: tuple[str, Any]) -> tuple[VAEBlock, ...]:
+    return tuple(VAEBlock.parse(e) for e in entries)
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Layout of the causal video VAE (CausalVideoAutoencoder).
+
+    Both block lists are in the original order: the encoder runs `encoder_blocks` forward, the decoder
+    runs `decoder_blocks` reversed (its first entry is the block nearest the pixels). The defaults are
+    the 0.9.0 VAE; see `VAE_090`, `VAE_091`, `VAE_095`.
+    """
+
+    encoder_blocks: tuple[VAEBlock, ...] = ()
+    decoder_blocks: tuple[VAEBlock, ...] = ()
+    in_channels: int = 3
+    out_channels: int = 3
+    latent_channels: int = 128
+    patch_size: int = 4  # 4×4 pixels → 48 channels before the first conv
+    encoder_base_channels: int = 128
+    decoder_base_channels: int = 128
+    timestep_conditioning: bool = False  # 0.9.1+: adaLN of the decoder on the decode timestep
+    causal_encoder: bool = True  # every released encoder
+    causal_decoder: bool = False  # every released decoder
+    spatial_padding_mode: str = "zeros"
+    # None = spatial_padding_mode. ComfyUI pads the decoder with "reflect" when a 0.9.5+ file has no config.
+    decoder_spatial_padding_mode: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, kinds in (("encoder_blocks", VAE_ENCODER_KINDS), ("decoder_blocks", VAE_DECODER_KINDS)):
+            for block in getattr(self, name):
+                if block.kind not in kinds:
+                    raise ValueError(f"VAEConfig.{name}: unknown block kind {block.kind!r}; known kinds: {kinds}")
+        for mode in (self.spatial_padding_mode, self.decoder_padding):
+            if mode not in VAE_PADDING_MODES:
+                raise ValueError(f"spatial padding mode {mode!r} is not supported; use one of {VAE_PADDING_MODES}")
+        if self.patch_size < 1:
+            raise ValueError(f"VAEConfig.patch_size must be positive, got {self.patch_size}")
+
+    @property
+    def decoder_padding(self) -> str:
+        return self.decoder_spatial_padding_mode or self.spatial_padding_mode
+
+    @classmethod
+    def from_metadata(cls, cfg: Mapping[str, Any]) -> VAEConfig:
+        """From the `vae` entry of an original checkpoint's embedded `config` JSON."""
+        _check_fixed_values(cfg, _VAE_FIXED_VALUES, "vae config")
+        shared = cfg.get("blocks")
+        encoder, decoder = cfg.get("encoder_blocks", shared), cfg.get("decoder_blocks", shared)
+        if encoder is None or decoder is None:
+            raise ValueError(
+                "vae config: needs `blocks` or both `encoder_blocks` and `decoder_blocks`; "
+                f"got keys {sorted(cfg)}. Use the config embedded in an official LTX-Video checkpoint."
+            )
+        return cls(
+            encoder_blocks=tuple(VAEBlock.parse(e) for e in encoder),
+            decoder_blocks=tuple(VAEBlock.parse(e) for e in decoder),
+            in_channels=int(cfg.get("in_channels", 3)),
+            out_channels=int(cfg.get("out_channels", 3)),
+            latent_channels=int(cfg.get("latent_channels", 128)),
+            patch_size=int(cfg.get("patch_size", 4)),
+            encoder_base_channels=int(cfg.get("encoder_base_channels", 128)),
+            decoder_base_channels=int(cfg.get("decoder_base_channels", 128)),
+            timestep_conditioning=bool(cfg.get("timestep_conditioning", False)),
+            causal_decoder=bool(cfg.get("causal_decoder", False)),
+            spatial_padding_mode=str(cfg.get("spatial_padding_mode", "zeros")),
+        )
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The original-format config dict (what `from_metadata` reads back; the decoder-only padding
+        override has no original key and is dropped)."""
+        return {
+            "_class_name": "CausalVideoAutoencoder",
+            "dims": 3,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "latent_channels": self.latent_channels,
+            "encoder_blocks": [b.to_metadata() for b in self.encoder_blocks],
+            "decoder_blocks": [b.to_metadata() for b in self.decoder_blocks],
+            "encoder_base_channels": self.encoder_base_channels,
+            "decoder_base_channels": self.decoder_base_channels,
+            "scaling_factor": 1.0,
+            "norm_layer": "pixel_norm",
+            "patch_size": self.patch_size,
+            "latent_log_var": "uniform",
+            "use_quant_conv": False,
+            "causal_decoder": self.causal_decoder,
+            "timestep_conditioning": self.timestep_conditioning,
+            "spatial_padding_mode": self.spatial_padding_mode,
+        }
+
+    @classmethod
+    def from_diffusers(cls, cfg: Mapping[str, Any]) -> VAEConfig:
+        """From a diffusers `vae/config.json` (AutoencoderKLLTXVideo)."""
+        from ._vae_diffusers import vae_blocks_from_diffusers
+
+        encoder, decoder = vae_blocks_from_diffusers(cfg)
+        if cfg.get("patch_size_t", 1) != 1 or not cfg.get("encoder_causal", True):
+            raise ValueError(
+                f"diffusers vae config: patch_size_t={cfg.get('patch_size_t')}, "
+                f"encoder_causal={cfg.get('encoder_causal')} are not LTX-Video values (1, true)"
+            )
+        block_out = tuple(cfg.get("block_out_channels", (128, 256, 512, 512)))
+        decoder_out = tuple(cfg.get("decoder_block_out_channels", (128, 256, 512, 512)))
+        factors = tuple(cfg.get("upsample_factor", (1,) * len(decoder_out)))
+        return cls(
+            encoder_blocks=encoder,
+            decoder_blocks=decoder,
+            in_channels=int(cfg.get("in_channels", 3)),
+            out_channels=int(cfg.get("out_channels", 3)),
+            latent_channels=int(cfg.get("latent_channels", 128)),
+            patch_size=int(cfg.get("patch_size", 4)),
+            encoder_base_channels=int(block_out[0]),
+            decoder_base_channels=int(decoder_out[0]) // int(factors[0]),
+            timestep_conditioning=bool(cfg.get("timestep_conditioning", False)),
+            causal_decoder=bool(cfg.get("decoder_causal", False)),
+        )
+
+
+_ENCODER_090 = _blocks(
+    ("res_x", 4),
+    ("compress_all", 1),
+    ("res_x_y", 1),
+    ("res_x", 3),
+    ("compress_all", 1),
+    ("res_x_y", 1),
+    ("res_x", 3),
+    ("compress_all", 1),
+    ("res_x", 3),
+    ("res_x", 4),
+)
+_UP = ("compress_all", {"residual": True, "multiplier": 2})
+_X2 = {"multiplier": 2}
+
+VAE_090 = VAEConfig(encoder_blocks=_ENCODER_090, decoder_blocks=_ENCODER_090)
+VAE_091 = VAEConfig(
+    encoder_blocks=_ENCODER_090,
+    decoder_blocks=_blocks(
+        ("res_x", {"num_layers": 5, "inject_noise": True}),
+        _UP,
+        ("res_x", {"num_layers": 6, "inject_noise": True}),
+        _UP,
+        ("res_x", {"num_layers": 7, "inject_noise": True}),
+        _UP,
+        ("res_x", {"num_layers": 8, "inject_noise": False}),
+    ),
+    timestep_conditioning=True,
+)
+VAE_095 = VAEConfig(  # also 0.9.6 … 0.9.8
+    encoder_blocks=_blocks(
+        ("res_x", 4),
+        ("compress_space_res", _X2),
+        ("res_x", 6),
+        ("compress_time_res", _X2),
+        ("res_x", 6),
+        ("compress_all_res", _X2),
+        ("res_x", 2),
+        ("compress_all_res", _X2),
+        ("res_x", 2),
+    ),
+    decoder_blocks=_blocks(("res_x", 5), _UP, ("res_x", 5), _UP, ("res_x", 5), _UP, ("res_x", 5)),
+    timestep_conditioning=True,
+    decoder_spatial_padding_mode="reflect",  # ComfyUI's choice for a 0.9.5+ VAE without a config
+)
+
+
+def detect_vae_layout(shapes: Mapping[str, tuple[int, ...]]) -> VAEConfig:
+    """The released VAE preset matching a state dict's tensor shapes (original keys, `vae.` prefix
+    optional), for files without an embedded config. Same rules as ComfyUI's `sd.py`."""
+    shapes = {k.removeprefix("vae."): tuple(v) for k, v in shapes.items()}
+    probe = "decoder.up_blocks.0.res_blocks.0.conv1.conv.weight"
+    if probe not in shapes:
+        raise ValueError(
+            f"not an LTX-Video VAE state dict: {probe} is missing (got {len(shapes)} tensors). "
+            "Pass a VAE with original (Lightricks/ComfyUI) key names, or convert diffusers keys first."
+        )
+    width = shapes[probe][0]
+    if width == 512:
+        return VAE_090
+    if width == 1024:
+        return VAE_095 if "encoder.down_blocks.1.conv.conv.bias" in shapes else VAE_091
+    raise ValueError(f"{probe} has {width} output channels; released LTX-Video VAEs have 512 (0.9.0) or 1024")

@@ -40,3 +40,131 @@ def random_state_dict(shapes: dict[str, torch.Size], seed: int) -> dict[str, tor
         else:
             out[key] = 0.1 * noise
     return out
+
+
+# --- tiny video VAEs: the three released layouts with 1–2 res blocks and base width 8 ----------------
+
+TINY_LATENT = 16
+_RES = {"residual": True, "multiplier": 2}
+_ENCODER_090 = [
+    ["res_x", 1],
+    ["compress_all", 1],
+    ["res_x_y", 1],
+    ["res_x", 1],
+    ["compress_all", 1],
+    ["res_x_y", 1],
+    ["res_x", 1],
+    ["compress_all", 1],
+    ["res_x", 1],
+    ["res_x", 2],
+]
+
+
+def _decoder_091(inject: bool) -> list:
+    noisy = {"num_layers": 1, "inject_noise": inject}
+    return [["res_x", noisy], ["compress_all", _RES], ["res_x", noisy], ["compress_all", _RES], ["res_x", noisy],
+            ["compress_all", _RES], ["res_x", {"num_layers": 2, "inject_noise": False}]]  # fmt: skip
+
+
+_ORIGINAL_COMMON = {
+    "_class_name": "CausalVideoAutoencoder",
+    "dims": 3,
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": TINY_LATENT,
+    "encoder_base_channels": 8,
+    "decoder_base_channels": 8,
+    "norm_layer": "pixel_norm",
+    "patch_size": 4,
+    "latent_log_var": "uniform",
+    "use_quant_conv": False,
+    "causal_decoder": False,
+}
+_DIFFUSERS_COMMON = {"in_channels": 3, "out_channels": 3, "latent_channels": TINY_LATENT, "patch_size": 4}
+_DIFFUSERS_DECODER_091 = {
+    "decoder_block_out_channels": (16, 32, 64),
+    "decoder_layers_per_block": (1, 1, 1, 2),
+    "decoder_spatio_temporal_scaling": (True, True, True),
+    "upsample_residual": (True, True, True),
+    "upsample_factor": (2, 2, 2),
+    "timestep_conditioning": True,
+}
+
+# layout → (original `vae` metadata, diffusers AutoencoderKLLTXVideo kwargs)
+TINY_VAE_LAYOUTS = {
+    "0.9.0": (
+        {**_ORIGINAL_COMMON, "blocks": _ENCODER_090},
+        {
+            **_DIFFUSERS_COMMON,
+            "block_out_channels": (8, 16, 32, 32),
+            "layers_per_block": (1, 1, 1, 1, 2),
+            "decoder_block_out_channels": (8, 16, 32, 32),
+            "decoder_layers_per_block": (1, 1, 1, 1, 2),
+        },
+    ),
+    "0.9.1": (
+        {
+            **_ORIGINAL_COMMON,
+            "encoder_blocks": _ENCODER_090,
+            "decoder_blocks": _decoder_091(True),
+            "timestep_conditioning": True,
+        },  # fmt: skip
+        {
+            **_DIFFUSERS_COMMON,
+            "block_out_channels": (8, 16, 32, 32),
+            "layers_per_block": (1, 1, 1, 1, 2),
+            **_DIFFUSERS_DECODER_091,
+            "decoder_inject_noise": (True, True, True, False),
+        },
+    ),
+    "0.9.5": (
+        {
+            **_ORIGINAL_COMMON,
+            "encoder_blocks": [
+                ["res_x", 1],
+                ["compress_space_res", {"multiplier": 2}],
+                ["res_x", 1],
+                ["compress_time_res", {"multiplier": 2}],
+                ["res_x", 1],
+                ["compress_all_res", {"multiplier": 2}],
+                ["res_x", 1],
+                ["compress_all_res", {"multiplier": 2}],
+                ["res_x", 2],
+            ],  # fmt: skip
+            "decoder_blocks": _decoder_091(False),
+            "timestep_conditioning": True,
+        },
+        {
+            **_DIFFUSERS_COMMON,
+            "block_out_channels": (8, 16, 32, 64, 128),
+            "down_block_types": ("LTXVideo095DownBlock3D",) * 4,
+            "layers_per_block": (1, 1, 1, 1, 2),
+            "spatio_temporal_scaling": (True, True, True, True),
+            "downsample_type": ("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+            **_DIFFUSERS_DECODER_091,
+            "decoder_inject_noise": (False, False, False, False),
+        },
+    ),
+}
+
+
+def random_vae_state_dict(shapes: dict[str, torch.Size], seed: int) -> dict[str, torch.Tensor]:
+    """Random VAE weights (diffusers or original keys) that keep activations O(1): convs and linears
+    ~ 1/sqrt(fan_in), noise scales and modulation tables clearly non-zero, the timestep multiplier at
+    its real value 1000 and positive latent standard deviations."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, shape in shapes.items():
+        noise = torch.randn(shape, generator=gen)
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf == "timestep_scale_multiplier":
+            out[key] = torch.tensor(1000.0)
+        elif leaf in ("latents_std", "std-of-means"):
+            out[key] = 0.5 + torch.rand(shape, generator=gen)
+        elif "scale_shift_table" in leaf or leaf.startswith("per_channel_scale"):
+            out[key] = 0.5 * noise
+        elif len(shape) >= 2:
+            out[key] = noise / (shape[1:].numel()) ** 0.5
+        else:
+            out[key] = 0.2 * noise + (1.0 if "norm" in key and leaf == "weight" else 0.0)
+    return out

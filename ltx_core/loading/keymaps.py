@@ -7,7 +7,7 @@ their order never matters.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -45,3 +45,124 @@ def transformer_to_diffusers(state_dict: Mapping[str, T]) -> dict[str, T]:
     """Original transformer keys (prefixed or not) → diffusers keys."""
     inverse = {v: k for k, v in TRANSFORMER_DIFFUSERS_SEGMENTS.items()}
     return {rename_segments(strip_prefix(k, TRANSFORMER_PREFIXES), inverse): v for k, v in state_dict.items()}
+
+
+# --- VAE ------------------------------------------------------------------------------------------
+
+VAE_PREFIXES = ("vae.",)
+# Statistics that original checkpoints carry besides mean-of-means / std-of-means; nothing reads them.
+VAE_UNUSED_STATISTICS = tuple(
+    f"per_channel_statistics.{name}" for name in ("channel", "mean-of-stds", "mean-of-stds_over_std-of-means")
+)
+# Whole-key prefixes, original → diffusers, besides the block indices derived from the block lists.
+VAE_DIFFUSERS_FIXED_PREFIXES = {
+    "decoder.last_time_embedder": "decoder.time_embedder",
+    "decoder.last_scale_shift_table": "decoder.scale_shift_table",
+    "per_channel_statistics.mean-of-means": "latents_mean",
+    "per_channel_statistics.std-of-means": "latents_std",
+}
+# Runs of segments inside a block, original → diffusers.
+VAE_DIFFUSERS_SEGMENT_RUNS = {
+    ("res_blocks",): ("resnets",),
+    ("conv_shortcut",): ("conv_shortcut", "conv"),  # diffusers wraps the 1×1×1 conv in a causal conv
+    ("norm3", "norm"): ("norm3",),  # the original wraps LayerNorm to permute channels last
+}
+
+
+def vae_state_dict(state_dict: Mapping[str, T]) -> dict[str, T]:
+    """An original VAE state dict as VideoVAE keys: keep only `vae.` keys if there are any, strip the
+    prefix, drop the unused statistics."""
+    if any(k.startswith(VAE_PREFIXES) for k in state_dict):
+        state_dict = {k: v for k, v in state_dict.items() if k.startswith(VAE_PREFIXES)}
+    out = {strip_prefix(k, VAE_PREFIXES): v for k, v in state_dict.items()}
+    return {k: v for k, v in out.items() if k not in VAE_UNUSED_STATISTICS}
+
+
+def vae_block_prefixes(encoder_kinds: Sequence[str], decoder_kinds: Sequence[str]) -> dict[str, str]:
+    """Original block prefix → diffusers block prefix, derived from the original block lists.
+
+    Encoder (forward): each `res_x` opens diffusers down block d (`resnets`), a following compress is
+    `d.downsamplers.0`, a `res_x_y` is `d.conv_out`; the last `res_x` is `mid_block`. Decoder (the
+    reversed list): the first `res_x` is `mid_block`; after each `res_x` a new up block u opens as
+    `[u.conv_in (res_x_y)] [u.upsamplers.0 (compress)] u (res_x)`.
+    """
+    table = dict(VAE_DIFFUSERS_FIXED_PREFIXES)
+    down = -1
+    for i, kind in enumerate(encoder_kinds):
+        if i == len(encoder_kinds) - 1:
+            _expect(kind, "res_x", "the last encoder block")
+            table[f"encoder.down_blocks.{i}"] = "encoder.mid_block"
+            continue
+        if kind == "res_x":
+            down += 1
+        elif down < 0:
+            raise ValueError(f"encoder block 0 is {kind!r}; the diffusers layout needs res_x first")
+        table[f"encoder.down_blocks.{i}"] = f"encoder.down_blocks.{down}" + _ENCODER_SUFFIX[_family(kind)]
+    up, previous = -1, None
+    for j, kind in enumerate(reversed(decoder_kinds)):
+        if j == 0:
+            _expect(kind, "res_x", "the decoder's innermost block (the last of the list)")
+            table["decoder.up_blocks.0"] = "decoder.mid_block"
+        else:
+            up += previous == "res_x"
+            table[f"decoder.up_blocks.{j}"] = f"decoder.up_blocks.{up}" + _DECODER_SUFFIX[_family(kind)]
+        previous = kind
+    return table
+
+
+_ENCODER_SUFFIX = {"res_x": "", "compress": ".downsamplers.0", "res_x_y": ".conv_out"}
+_DECODER_SUFFIX = {"res_x": "", "compress": ".upsamplers.0", "res_x_y": ".conv_in"}
+
+
+def _family(kind: str) -> str:
+    return "compress" if kind.startswith("compress") else kind
+
+
+def _expect(kind: str, wanted: str, what: str) -> None:
+    if kind != wanted:
+        raise ValueError(f"{what} is {kind!r}; the diffusers layout needs {wanted!r} there")
+
+
+def rename_prefix(key: str, table: Mapping[str, str]) -> str:
+    """Replace the longest dotted-segment prefix of `key` found in `table` (whole segments only)."""
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        head = ".".join(parts[:n])
+        if head in table:
+            return ".".join([table[head], *parts[n:]])
+    return key
+
+
+def rename_segment_runs(key: str, table: Mapping[tuple[str, ...], tuple[str, ...]]) -> str:
+    """Replace each run of whole segments found in `table` (runs never overlap in our tables)."""
+    parts, out, i = key.split("."), [], 0
+    while i < len(parts):
+        for run, replacement in table.items():
+            if tuple(parts[i : i + len(run)]) == run:
+                out.extend(replacement)
+                i += len(run)
+                break
+        else:
+            out.append(parts[i])
+            i += 1
+    return ".".join(out)
+
+
+def vae_to_diffusers(
+    state_dict: Mapping[str, T], encoder_kinds: Sequence[str], decoder_kinds: Sequence[str]
+) -> dict[str, T]:
+    """Original VAE keys (prefixed or not) → AutoencoderKLLTXVideo keys; unused statistics dropped."""
+    prefixes = vae_block_prefixes(encoder_kinds, decoder_kinds)
+    return {
+        rename_segment_runs(rename_prefix(k, prefixes), VAE_DIFFUSERS_SEGMENT_RUNS): v
+        for k, v in vae_state_dict(state_dict).items()
+    }
+
+
+def vae_from_diffusers(
+    state_dict: Mapping[str, T], encoder_kinds: Sequence[str], decoder_kinds: Sequence[str]
+) -> dict[str, T]:
+    """AutoencoderKLLTXVideo keys → original VAE keys (without the `vae.` prefix)."""
+    prefixes = {v: k for k, v in vae_block_prefixes(encoder_kinds, decoder_kinds).items()}
+    runs = {v: k for k, v in VAE_DIFFUSERS_SEGMENT_RUNS.items()}
+    return {rename_prefix(rename_segment_runs(k, runs), prefixes): v for k, v in state_dict.items()}

@@ -1,0 +1,1 @@
+"""The causal video VAE of LTX-Video."""

@@ -1,0 +1,191 @@
+"""Encoder, Decoder and VideoVAE: pixels (B, 3, T, H, W) in [-1, 1] ↔ normalised latents (B, 128, F, H/32, W/32)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...config import VAEConfig
+from ...loading.keymaps import vae_state_dict
+from ...loading.materialize import materialize
+from ...types import check_video_shape
+from .blocks import DECODER_BUILDERS, ENCODER_BUILDERS, BuildContext, ResStage, TimeEmbedder, pixel_norm
+from .convolution import CausalConv3d, patchify, unpatchify
+
+LOGVAR_RANGE = (-30.0, 20.0)  # clamp of the posterior's log-variance, as in diffusers' DiagonalGaussian
+STATISTICS = ("mean-of-means", "std-of-means")  # the per-channel statistics this VAE keeps
+
+
+class Encoder(nn.Module):
+    """patchify → conv_in → down_blocks → PixelNorm → SiLU → conv_out: 128 means + 1 shared log-variance."""
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.patch_size = config.patch_size
+        ctx = BuildContext(causal=config.causal_encoder, padding_mode=config.spatial_padding_mode)
+        channels = config.encoder_base_channels
+        self.conv_in = CausalConv3d(
+            config.in_channels * config.patch_size**2, channels, causal=ctx.causal, padding_mode=ctx.padding_mode
+        )
+        self.down_blocks = nn.ModuleList()
+        for block in config.encoder_blocks:
+            module, channels = ENCODER_BUILDERS[block.kind](block, channels, ctx)
+            self.down_blocks.append(module)
+        # latent_log_var "uniform": one log-variance channel shared by all latent channels
+        self.conv_out = CausalConv3d(
+            channels, config.latent_channels + 1, causal=ctx.causal, padding_mode=ctx.padding_mode
+        )
+
+    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, T, H, W) → mean (B, 128, F, H/32, W/32) and log-variance (B, 1, F, H/32, W/32)."""
+        x = self.conv_in(patchify(video, self.patch_size))  # (B, base, T, H/4, W/4)
+        for block in self.down_blocks:
+            x = block(x)
+        x = self.conv_out(F.silu(pixel_norm(x)))  # (B, 129, F, H/32, W/32)
+        return x[:, :-1], x[:, -1:]
+
+
+class Decoder(nn.Module):
+    """conv_in → up_blocks (the block list reversed) → PixelNorm → [adaLN] → SiLU → conv_out → unpatchify."""
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.patch_size = config.patch_size
+        ctx = BuildContext(config.causal_decoder, config.decoder_padding, config.timestep_conditioning)
+        channels = config.decoder_base_channels
+        for block in config.decoder_blocks:  # the width after conv_in undoes every narrowing block
+            channels *= block.multiplier if block.kind == "res_x_y" or block.kind.startswith("compress") else 1
+        self.conv_in = CausalConv3d(config.latent_channels, channels, causal=ctx.causal, padding_mode=ctx.padding_mode)
+        self.up_blocks = nn.ModuleList()
+        for block in reversed(config.decoder_blocks):
+            module, channels = DECODER_BUILDERS[block.kind](block, channels, ctx)
+            self.up_blocks.append(module)
+        self.conv_out = CausalConv3d(
+            channels, config.out_channels * config.patch_size**2, causal=ctx.causal, padding_mode=ctx.padding_mode
+        )
+        self.timestep_conditioning = config.timestep_conditioning
+        if config.timestep_conditioning:
+            self.timestep_scale_multiplier = nn.Parameter(torch.empty(()))  # 1000 in every checkpoint
+            self.last_time_embedder = TimeEmbedder(2 * channels)
+            self.last_scale_shift_table = nn.Parameter(torch.empty(2, channels))  # shift, scale
+
+    def forward(
+        self, z: torch.Tensor, timestep: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """z: un-normalised latents (B, 128, F, h, w); timestep: (B,) float32 in [0, 1], needed when
+        timestep-conditioned → (B, 3, 8(F−1)+1, 32h, 32w)."""
+        t = None
+        if self.timestep_conditioning:
+            if timestep is None:
+                raise ValueError("this VAE decoder is timestep-conditioned: pass a timestep (0.05 is the default)")
+            # float32 all the way to the sinusoid, whatever the weights' dtype
+            t = timestep.to(torch.float32) * self.timestep_scale_multiplier.to(torch.float32)  # (B,)
+        x = self.conv_in(z)
+        for block in self.up_blocks:
+            x = block(x, t, generator) if isinstance(block, ResStage) else block(x)
+        x = pixel_norm(x)
+        if t is not None:
+            emb = self.last_time_embedder(t, x.dtype).unflatten(1, (2, -1))  # (B, 2, C)
+            shift, scale = (self.last_scale_shift_table + emb)[..., None, None, None].unbind(1)  # (B, C, 1, 1, 1)
+            x = x * (1 + scale) + shift
+        x = self.conv_out(F.silu(x))  # (B, 3·p², T, H/4, W/4)
+        return unpatchify(x, self.patch_size)
+
+
+class LatentStatistics(nn.Module):
+    """Per-channel latent statistics, under their checkpoint names `mean-of-means` and `std-of-means`."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        for name in STATISTICS:
+            self.register_buffer(name, torch.empty(channels))
+
+    def get(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """The statistic as (1, C, 1, 1, 1) in the dtype and device of `like`."""
+        return getattr(self, name).to(like)[None, :, None, None, None]
+
+
+class VideoVAE(nn.Module):
+    """The causal video VAE with latent normalisation: `encode` and `decode` speak normalised latents,
+    `z_model = (z − mean_of_means) / std_of_means`, as the transformer sees them."""
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.per_channel_statistics = LatentStatistics(config.latent_channels)
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        config: VAEConfig,
+        state_dict: Mapping[str, torch.Tensor],
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> VideoVAE:
+        """Build on the `meta` device and adopt original-key tensors (a `vae.` prefix is stripped; the
+        unused statistics `channel`, `mean-of-stds`, `mean-of-stds_over_std-of-means` are dropped)."""
+        with torch.device("meta"):
+            model = cls(config)
+        return materialize(model, vae_state_dict(state_dict), dtype=dtype, device=device, what="LTX-Video VAE")
+
+    def normalise(self, z: torch.Tensor) -> torch.Tensor:
+        stats = self.per_channel_statistics
+        return (z - stats.get("mean-of-means", z)) / stats.get("std-of-means", z)
+
+    def denormalise(self, z: torch.Tensor) -> torch.Tensor:
+        stats = self.per_channel_statistics
+        return z * stats.get("std-of-means", z) + stats.get("mean-of-means", z)
+
+    def encode(
+        self, video: torch.Tensor, *, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """video (B, 3, 1+8k, H, W) in [-1, 1] → normalised latents (B, 128, 1+k, H/32, W/32).
+
+        Uses the posterior mean (as ComfyUI); `sample=True` draws from the posterior with `generator`
+        (as the official pipeline and diffusers).
+        """
+        if video.ndim != 5:
+            raise ValueError(f"encode expects a (B, 3, T, H, W) video, got shape {tuple(video.shape)}")
+        check_video_shape(*video.shape[2:])
+        mean, logvar = self.encoder(video.to(self.encoder.conv_in.conv.weight.dtype))
+        if sample:
+            std = torch.exp(0.5 * logvar.clamp(*LOGVAR_RANGE))
+            mean = mean + std * _randn_like(mean, generator)
+        return self.normalise(mean)
+
+    def decode(
+        self,
+        latents: torch.Tensor,
+        timestep: float | torch.Tensor | None = None,
+        *,
+        noise_scale: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Normalised latents (B, 128, F, h, w) → video (B, 3, 8(F−1)+1, 32h, 32w), about [-1, 1].
+
+        As the official pipeline and ComfyUI: `z = (1 − s)·z + s·randn` on the normalised latents, then
+        un-normalise, then decode at `timestep` (0.9.1+; ignored by the 0.9.0 decoder, as upstream).
+        `generator` also drives the 0.9.1 decoder's noise injection; None uses the global RNG.
+        """
+        channels = self.config.latent_channels
+        if latents.ndim != 5 or latents.shape[1] != channels:
+            raise ValueError(f"decode expects latents (B, {channels}, F, h, w), got shape {tuple(latents.shape)}")
+        z = latents.to(self.decoder.conv_in.conv.weight.dtype)
+        if noise_scale:
+            z = (1 - noise_scale) * z + noise_scale * _randn_like(z, generator)
+        t = None
+        if timestep is not None and self.config.timestep_conditioning:
+            t = torch.as_tensor(timestep, dtype=torch.float32, device=z.device).reshape(-1).expand(z.shape[0])
+        return self.decoder(self.denormalise(z), t, generator)
+
+
+def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard-normal noise shaped like x, drawn in float32 on the generator's device, then moved."""
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32).to(x)

@@ -1,0 +1,246 @@
+"""Res blocks, res stages and the timestep conditioning of the video VAE, plus the block-kind tables.
+
+Every block kind of the original block lists maps to a builder in `ENCODER_BUILDERS` or
+`DECODER_BUILDERS`; adding a kind means adding an entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ...config import VAEBlock
+from ..layers import TIMESTEP_EMBEDDING_DIM, TimestepMLP, timestep_sinusoid
+from .convolution import CausalConv3d, DepthToSpaceUpsample, SpaceToDepthDownsample, Stride
+
+PIXEL_NORM_EPS = 1e-8
+
+
+def pixel_norm(x: torch.Tensor) -> torch.Tensor:
+    """PixelNorm: x / sqrt(mean over channels of x² + 1e-8), no parameters. x: (B, C, T, H, W)."""
+    return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + PIXEL_NORM_EPS)
+
+
+def spatial_noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One standard-normal (H, W) map for the whole call, shared over batch, channels and time.
+
+    Drawn in float32 on the generator's device (the global RNG of x's device when None), so a seed
+    gives the same map on every dtype; a CPU generator seeded s draws what the global CPU RNG draws
+    after torch.manual_seed(s), which is what the references use.
+    """
+    device = generator.device if generator is not None else x.device
+    noise = torch.randn(x.shape[-2:], generator=generator, device=device, dtype=torch.float32)
+    return noise.to(device=x.device, dtype=x.dtype)
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over channels of a (B, C, T, H, W) tensor; weights in `.norm` (key `norm3.norm.weight`)."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rearrange(self.norm(rearrange(x, "b c t h w -> b t h w c")), "b t h w c -> b c t h w")
+
+
+class ResBlock3D(nn.Module):
+    """norm1 → [adaLN] → SiLU → conv1 → [noise] → norm2 → [adaLN] → SiLU → conv2 → [noise], plus the input
+    (through LayerNorm and a 1×1×1 conv when the channel count changes)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        causal: bool,
+        padding_mode: str,
+        inject_noise: bool = False,
+        timestep_conditioning: bool = False,
+    ) -> None:
+        super().__init__()
+        self.conv1 = CausalConv3d(in_channels, out_channels, causal=causal, padding_mode=padding_mode)
+        self.conv2 = CausalConv3d(out_channels, out_channels, causal=causal, padding_mode=padding_mode)
+        self.inject_noise = inject_noise
+        if inject_noise:
+            # sized by the input channels as in the reference (the same as the output in every released VAE)
+            self.per_channel_scale1 = nn.Parameter(torch.empty(in_channels, 1, 1))
+            self.per_channel_scale2 = nn.Parameter(torch.empty(in_channels, 1, 1))
+        if in_channels != out_channels:
+            self.norm3 = ChannelLayerNorm(in_channels)
+            self.conv_shortcut = nn.Conv3d(in_channels, out_channels, kernel_size=1)
+        else:
+            self.norm3 = self.conv_shortcut = nn.Identity()
+        self.timestep_conditioning = timestep_conditioning
+        if timestep_conditioning:
+            self.scale_shift_table = nn.Parameter(torch.empty(4, in_channels))  # shift1, scale1, shift2, scale2
+
+    def _noise(self, x: torch.Tensor, scale: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return x + (spatial_noise(x, generator) * scale)[None, :, None]  # (C, H, W) → (1, C, 1, H, W)
+
+    def forward(
+        self, x: torch.Tensor, time_emb: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """x: (B, C_in, T, H, W); time_emb: (B, 4·C_in) when timestep-conditioned → (B, C_out, T, H, W)."""
+        h = pixel_norm(x)
+        if self.timestep_conditioning:
+            if time_emb is None:
+                raise ValueError("this res block is timestep-conditioned: pass the decode timestep")
+            ada = self.scale_shift_table + time_emb.unflatten(1, (4, -1))  # (B, 4, C)
+            shift1, scale1, shift2, scale2 = ada[..., None, None, None].unbind(1)  # (B, C, 1, 1, 1) each
+            h = h * (1 + scale1) + shift1
+        h = self.conv1(F.silu(h))
+        if self.inject_noise:
+            h = self._noise(h, self.per_channel_scale1, generator)
+        h = pixel_norm(h)
+        if self.timestep_conditioning:
+            h = h * (1 + scale2) + shift2
+        h = self.conv2(F.silu(h))
+        if self.inject_noise:
+            h = self._noise(h, self.per_channel_scale2, generator)
+        return self.conv_shortcut(self.norm3(x)) + h
+
+
+class TimeEmbedder(nn.Module):
+    """Scaled timestep → sinusoid (float32) → MLP; keys `timestep_embedder.linear_{1,2}`."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.timestep_embedder = TimestepMLP(TIMESTEP_EMBEDDING_DIM, dim)
+
+    def forward(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """t: (B,) float32, already × 1000 → (B, dim) in `dtype`."""
+        return self.timestep_embedder(timestep_sinusoid(t).to(dtype))
+
+
+class ResStage(nn.Module):
+    """`res_x`: num_layers res blocks at constant width, sharing one time embedder when conditioned."""
+
+    def __init__(
+        self, channels: int, num_layers: int, *, causal: bool, padding_mode: str, inject_noise: bool, timestep: bool
+    ) -> None:
+        super().__init__()
+        self.time_embedder = TimeEmbedder(4 * channels) if timestep else None
+        self.res_blocks = nn.ModuleList(
+            ResBlock3D(
+                channels,
+                channels,
+                causal=causal,
+                padding_mode=padding_mode,
+                inject_noise=inject_noise,
+                timestep_conditioning=timestep,
+            )
+            for _ in range(num_layers)
+        )
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """x: (B, C, T, H, W); t: (B,) float32 scaled timesteps, needed when conditioned."""
+        emb = None
+        if self.time_embedder is not None:
+            if t is None:
+                raise ValueError("this decoder stage is timestep-conditioned: pass the decode timestep")
+            emb = self.time_embedder(t, x.dtype)  # (B, 4C)
+        for block in self.res_blocks:
+            x = block(x, emb, generator)
+        return x
+
+
+# --- block-kind tables ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What every builder needs besides the block and the current width."""
+
+    causal: bool
+    padding_mode: str
+    timestep_conditioning: bool = False
+
+
+Builder = Callable[[VAEBlock, int, BuildContext], tuple[nn.Module, int]]  # → (module, output channels)
+
+_STRIDES: dict[str, Stride] = {"all": (2, 2, 2), "time": (2, 1, 1), "space": (1, 2, 2)}
+
+
+def _res_x(block: VAEBlock, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
+    stage = ResStage(
+        channels,
+        block.num_layers,
+        causal=ctx.causal,
+        padding_mode=ctx.padding_mode,
+        inject_noise=block.inject_noise,
+        timestep=ctx.timestep_conditioning,
+    )
+    return stage, channels
+
+
+def _res_x_y(out_channels: Callable[[int, int], int]) -> Builder:
+    def build(block: VAEBlock, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
+        out = out_channels(channels, block.multiplier)
+        # never timestep-conditioned, as in the reference decoder
+        res = ResBlock3D(
+            channels, out, causal=ctx.causal, padding_mode=ctx.padding_mode, inject_noise=block.inject_noise
+        )
+        return res, out
+
+    return build
+
+
+def _strided_conv(axes: str, widen: bool) -> Builder:
+    def build(block: VAEBlock, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
+        out = channels * block.multiplier if widen else channels
+        conv = CausalConv3d(channels, out, stride=_STRIDES[axes], causal=ctx.causal, padding_mode=ctx.padding_mode)
+        return conv, out
+
+    return build
+
+
+def _space_to_depth(axes: str) -> Builder:
+    def build(block: VAEBlock, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
+        out = channels * block.multiplier
+        return SpaceToDepthDownsample(channels, out, _STRIDES[axes], ctx.padding_mode), out
+
+    return build
+
+
+def _depth_to_space(axes: str) -> Builder:
+    def build(block: VAEBlock, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
+        up = DepthToSpaceUpsample(
+            channels,
+            _STRIDES[axes],
+            residual=block.residual,
+            reduction=block.multiplier,
+            causal=ctx.causal,
+            padding_mode=ctx.padding_mode,
+        )
+        return up, channels // block.multiplier
+
+    return build
+
+
+ENCODER_BUILDERS: dict[str, Builder] = {
+    "res_x": _res_x,
+    "res_x_y": _res_x_y(lambda c, m: c * m),
+    "compress_all": _strided_conv("all", widen=False),
+    "compress_time": _strided_conv("time", widen=False),
+    "compress_space": _strided_conv("space", widen=False),
+    "compress_all_x_y": _strided_conv("all", widen=True),
+    "compress_all_res": _space_to_depth("all"),
+    "compress_space_res": _space_to_depth("space"),
+    "compress_time_res": _space_to_depth("time"),
+}
+
+DECODER_BUILDERS: dict[str, Builder] = {
+    "res_x": _res_x,
+    "res_x_y": _res_x_y(lambda c, m: c // m),
+    "compress_all": _depth_to_space("all"),
+    "compress_time": _depth_to_space("time"),
+    "compress_space": _depth_to_space("space"),
+}

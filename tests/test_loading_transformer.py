@@ -137,3 +137,54 @@ def test_missing_tensor_is_named(tmp_path):
 def test_missing_path(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_transformer(tmp_path / "nope.safetensors")
+
+
+def _forward(model: LTXVideoTransformer) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, CFG.in_channels, generator=gen)
+    context = torch.randn(2, 4, CFG.caption_channels, generator=gen)
+    return model(x, torch.tensor([0.3, 0.9]), context, torch.ones(2, 4), torch.rand(1, 3, 6, generator=gen) * 4)
+
+
+def _fp8_rounded(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """bf16 weights with every linear weight rounded through fp8 e4m3."""
+    return {
+        k: v.to(torch.float8_e4m3fn).bfloat16() if v.ndim == 2 and k.endswith(".weight") else v.bfloat16()
+        for k, v in weights.items()
+    }
+
+
+def test_fp8_storage_computes_in_bf16(tmp_path):
+    weights = _weights()
+    path = tmp_path / "model.safetensors"
+    save_file(weights, path)
+    model, _ = load_transformer(path, dtype=torch.float8_e4m3fn)
+    assert model.dtype == torch.bfloat16
+    assert model.transformer_blocks[0].ff.net[2].weight.dtype == torch.float8_e4m3fn
+    assert model.transformer_blocks[0].scale_shift_table.dtype == torch.bfloat16
+    assert model.transformer_blocks[0].attn1.q_norm.weight.dtype == torch.bfloat16
+    reference = LTXVideoTransformer.from_state_dict(CFG, _fp8_rounded(weights))
+    out = _forward(model)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, _forward(reference))  # upcasting per call is exact
+
+
+def test_fp8_file_loads_as_fp8_with_bf16_compute(tmp_path):
+    weights = _weights()
+    stored = {k: v.to(torch.float8_e4m3fn) if v.ndim == 2 and k.endswith(".weight") else v for k, v in weights.items()}
+    path = tmp_path / "model-fp8.safetensors"
+    save_file(stored, path)
+    model, detected = load_transformer(path)
+    assert detected.stored_dtype == "F8_E4M3"
+    assert model.dtype == torch.bfloat16 and model.proj_out.weight.dtype == torch.float8_e4m3fn
+    assert torch.equal(_forward(model), _forward(LTXVideoTransformer.from_state_dict(CFG, _fp8_rounded(weights))))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_selectable_weight_dtypes(tmp_path, dtype):
+    weights = _weights()
+    path = tmp_path / "model.safetensors"
+    save_file(weights, path)
+    model, _ = load_transformer(path, dtype=dtype)
+    assert {p.dtype for p in model.parameters()} == {dtype}
+    assert _forward(model).dtype == dtype

@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 
 import torch
 from torch import nn
 
 _LISTED_KEYS = 5  # how many offending keys an error message names
+
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+FP8_COMPUTE_DTYPE = torch.bfloat16
+
+# A storage dtype for every tensor, or a rule (key, tensor) → dtype; None keeps what is stored.
+DtypeChoice = torch.dtype | Callable[[str, torch.Tensor], torch.dtype] | None
+
+
+def linear_weights_in(dtype: torch.dtype) -> Callable[[str, torch.Tensor], torch.dtype]:
+    """fp8 storage: 2-D `.weight` tensors (the linear layers) in `dtype`, everything else in bf16,
+    which is also the compute dtype."""
+
+    def rule(key: str, tensor: torch.Tensor) -> torch.dtype:
+        return dtype if tensor.ndim == 2 and key.endswith(".weight") else FP8_COMPUTE_DTYPE
+
+    return rule
+
+
+def storage_dtype(choice: DtypeChoice, key: str, tensor: torch.Tensor) -> torch.dtype:
+    """The dtype `tensor` is kept in: floats follow `choice` (fp8 alone means `linear_weights_in`)."""
+    if choice is None or not tensor.is_floating_point():
+        return tensor.dtype
+    if choice in FP8_DTYPES:
+        choice = linear_weights_in(choice)
+    return choice(key, tensor) if callable(choice) else choice
+
+
+def cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """tensor.to(dtype), saturating at the fp8 range instead of overflowing to NaN."""
+    if dtype in FP8_DTYPES and tensor.dtype != dtype:
+        limit = torch.finfo(dtype).max
+        tensor = tensor.clamp(-limit, limit)
+    return tensor.to(dtype)
 
 
 class CheckpointMismatchError(ValueError):
@@ -47,14 +80,15 @@ def materialize(
     model: nn.Module,
     state_dict: Mapping[str, torch.Tensor],
     *,
-    dtype: torch.dtype | None = None,
+    dtype: DtypeChoice = None,
     device: torch.device | str | None = None,
     what: str = "model",
     consume: bool = False,
 ) -> nn.Module:
     """Load `state_dict` into `model` (built under `torch.device("meta")`) by assignment.
 
-    Floating-point tensors are cast to `dtype` and moved to `device` one at a time. With
+    Floating-point tensors are cast to `dtype` (a dtype, fp8 for fp8 linear weights with bf16 for
+    the rest, or a rule per key) and moved to `device` one at a time. With
     `consume=True` (and a mutable mapping) each source tensor is dropped as soon as it is
     converted, so a cast never holds two full copies of the weights.
     Returns the model in eval mode with gradients off.
@@ -65,7 +99,6 @@ def materialize(
         tensor = state_dict[key]
         if consume and isinstance(state_dict, MutableMapping):
             del state_dict[key]
-        target_dtype = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
-        converted[key] = tensor.to(device=device, dtype=target_dtype)
+        converted[key] = cast(tensor.to(device), storage_dtype(dtype, key, tensor))
     model.load_state_dict(converted, strict=True, assign=True)
     return model.eval().requires_grad_(False)

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError
+from .materialize import DtypeChoice, cast, storage_dtype
 
 _MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit
 
@@ -93,9 +94,10 @@ def load_tensors(
     headers: Iterable[SafetensorsHeader],
     rename: Callable[[str], str | None],
     *,
-    dtype: torch.dtype | None = None,
+    dtype: DtypeChoice = None,
 ) -> dict[str, torch.Tensor]:
-    """Read tensors one at a time, renamed by `rename` (None = skip), floats cast to `dtype` as read.
+    """Read tensors one at a time, renamed by `rename` (None = skip), floats cast as read (see
+    `materialize.storage_dtype` for what `dtype` may be).
 
     Plain reads, no memory map. A tensor that keeps its dtype is read straight into its own
     buffer; one that is cast goes through a single reused scratch buffer. So loading holds one copy
@@ -112,13 +114,12 @@ def load_tensors(
                 stored = _DTYPES.get(header.dtypes[key])
                 if stored is None:
                     raise CheckpointError(header.path, f"stores {key} as {header.dtypes[key]}", _SUPPORTED)
-                cast = dtype is not None and stored.is_floating_point and stored != dtype
-                if cast and scratch.numel() < end - begin:
+                target = storage_dtype(dtype, name, torch.empty(header.shapes[key], dtype=stored, device="meta"))
+                if target != stored and scratch.numel() < end - begin:
                     scratch = torch.empty(end - begin, dtype=torch.uint8)
-                raw = scratch[: end - begin] if cast else torch.empty(end - begin, dtype=torch.uint8)
+                raw = scratch[: end - begin] if target != stored else torch.empty(end - begin, dtype=torch.uint8)
                 f.seek(begin)
                 if f.readinto(memoryview(raw.numpy())) != end - begin:
                     raise CheckpointError(header.path, f"ends inside tensor {key}", "a complete file")
-                tensor = raw.view(stored).reshape(header.shapes[key])
-                tensors[name] = tensor.to(dtype) if cast else tensor
+                tensors[name] = cast(raw.view(stored).reshape(header.shapes[key]), target)
     return tensors

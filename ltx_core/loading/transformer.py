@@ -21,6 +21,7 @@ from .quantized import swap_linears
 from .safetensors import SafetensorsHeader, checkpoint_config, load_tensors, read_header
 
 HEADS = 32  # every released LTX-Video transformer has 32 heads; split files carry no config
+_STORED_FP8 = {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,13 @@ def _renamer(prefix: str, naming: str) -> Callable[[str], str | None]:
     return rename
 
 
-def _most_common_dtype(dtypes: Mapping[str, str]) -> str:
-    return Counter(dtypes.values()).most_common(1)[0][0] if dtypes else "unknown"
+def _main_dtype(header: SafetensorsHeader, keep: Callable[[str], object] = bool) -> str:
+    """The stored dtype holding most of the bytes (fp8 files keep small tensors in wider types)."""
+    size: Counter[str] = Counter()
+    for key, (begin, end) in header.offsets.items():
+        if keep(key):
+            size[header.dtypes[key]] += end - begin
+    return size.most_common(1)[0][0] if size else "unknown"
 
 
 Source = tuple[list[SafetensorsHeader], Callable[[str], str | None], Detected]  # files, key renamer, findings
@@ -97,8 +103,8 @@ def _from_safetensors(path: Path, causal: bool | None) -> Source:
     else:
         cfg = _config_without_metadata(path, shapes, causal)
     fmt = "single file" if component.prefix else "split file"
-    dtypes = {k: v for k, v in header.dtypes.items() if rename(k) is not None}
-    return [header], rename, Detected(path, fmt, transformer_release(cfg), _most_common_dtype(dtypes), cfg)
+    dtype = _main_dtype(header, rename)
+    return [header], rename, Detected(path, fmt, transformer_release(cfg), dtype, cfg)
 
 
 def _from_diffusers(path: Path, causal: bool | None) -> Source:
@@ -108,7 +114,7 @@ def _from_diffusers(path: Path, causal: bool | None) -> Source:
     is_13b = int(raw.get("attention_head_dim", 64)) == 128
     cfg = TransformerConfig.from_diffusers(raw, causal_temporal_positioning=is_13b if causal is None else causal)
     headers = [read_header(f) for f in diffusers_weight_files(folder)]
-    dtype = _most_common_dtype(headers[0].dtypes)
+    dtype = _main_dtype(headers[0])
     return headers, _renamer("", "diffusers"), Detected(path, "diffusers folder", transformer_release(cfg), dtype, cfg)
 
 
@@ -142,8 +148,9 @@ def load_transformer(
     """Load the LTX-Video transformer from an original single-file checkpoint, a ComfyUI split
     (diffusion_models) file, a diffusers folder or a GGUF file, deciding by content.
 
-    dtype: storage and compute dtype of the weights (default: as stored; for GGUF, the dtype of the
-    unquantized tensors, while quantized weights are expanded to the activations' dtype at use).
+    dtype: storage and compute dtype of the weights (default: as stored). float8_e4m3fn (or e5m2)
+    stores the linear weights in fp8 and everything else in bf16, the compute dtype. For GGUF it is
+    the dtype of the unquantized tensors; quantized weights are expanded to it at use.
     causal_temporal_positioning overrides what the checkpoint says (files without metadata cannot
     say it: 13B defaults to on, 2B to off).
     """
@@ -156,6 +163,8 @@ def load_transformer(
         return _load_gguf(path, dtype, device, causal_temporal_positioning)
     else:
         headers, rename, detected = _from_safetensors(path, causal_temporal_positioning)
+    if dtype is None and detected.stored_dtype in _STORED_FP8:
+        dtype = _STORED_FP8[detected.stored_dtype]  # fp8 linear weights stay fp8; the rest computes in bf16
     tensors = load_tensors(headers, rename, dtype=dtype)
     try:
         model = LTXVideoTransformer.from_state_dict(detected.config, tensors, device=device, consume=True)

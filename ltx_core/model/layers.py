@@ -11,6 +11,17 @@ from torch import nn
 TIMESTEP_EMBEDDING_DIM = 256
 
 
+class Linear(nn.Linear):
+    """nn.Linear whose weight may be stored narrower than the activations (fp8): cast per call."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.weight, self.bias
+        if weight.dtype != x.dtype:
+            weight = weight.to(x.dtype)
+            bias = None if bias is None else bias.to(x.dtype)
+        return F.linear(x, weight, bias)
+
+
 class RMSNorm(nn.Module):
     """RMS normalisation with a learned weight (the query/key norms, over the full vector)."""
 
@@ -36,8 +47,8 @@ class TimestepMLP(nn.Module):
 
     def __init__(self, in_dim: int, dim: int) -> None:
         super().__init__()
-        self.linear_1 = nn.Linear(in_dim, dim)
-        self.linear_2 = nn.Linear(dim, dim)
+        self.linear_1 = Linear(in_dim, dim)
+        self.linear_2 = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear_2(F.silu(self.linear_1(x)))
@@ -54,7 +65,7 @@ class AdaLNSingle(nn.Module):
         super().__init__()
         # `emb.timestep_embedder` mirrors the checkpoint keys
         self.emb = nn.ModuleDict({"timestep_embedder": TimestepMLP(TIMESTEP_EMBEDDING_DIM, dim)})
-        self.linear = nn.Linear(dim, n_params * dim)
+        self.linear = Linear(dim, n_params * dim)
 
     def forward(self, t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """t: (B, T) float32 scaled timesteps, T = 1 or N → ((B, T, n_params·D), (B, T, D))."""
@@ -67,8 +78,8 @@ class CaptionProjection(nn.Module):
 
     def __init__(self, in_dim: int, dim: int) -> None:
         super().__init__()
-        self.linear_1 = nn.Linear(in_dim, dim)
-        self.linear_2 = nn.Linear(dim, dim)
+        self.linear_1 = Linear(in_dim, dim)
+        self.linear_2 = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
@@ -77,7 +88,7 @@ class CaptionProjection(nn.Module):
 class _GeluProjection(nn.Module):
     def __init__(self, dim: int, inner_dim: int) -> None:
         super().__init__()
-        self.proj = nn.Linear(dim, inner_dim)
+        self.proj = Linear(dim, inner_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.gelu(self.proj(x), approximate="tanh")
@@ -89,7 +100,7 @@ class FeedForward(nn.Module):
     def __init__(self, dim: int, inner_dim: int) -> None:
         super().__init__()
         # slot 1 held a dropout in the reference code; keeping it keeps the key `net.2`
-        self.net = nn.ModuleList([_GeluProjection(dim, inner_dim), nn.Identity(), nn.Linear(inner_dim, dim)])
+        self.net = nn.ModuleList([_GeluProjection(dim, inner_dim), nn.Identity(), Linear(inner_dim, dim)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net[2](self.net[0](x))

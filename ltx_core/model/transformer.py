@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TransformerConfig
-from ..loading.materialize import materialize
+from ..loading.materialize import DtypeChoice, materialize
 from .attention import attention, text_mask_bias
-from .layers import AdaLNSingle, CaptionProjection, FeedForward, RMSNorm
+from .layers import AdaLNSingle, CaptionProjection, FeedForward, Linear, RMSNorm
 from .rope import apply_rope, rope_tables
 
 
@@ -21,12 +21,12 @@ class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, context_dim: int, qk_norm_eps: float) -> None:
         super().__init__()
         self.heads = heads
-        self.to_q = nn.Linear(dim, dim)
-        self.to_k = nn.Linear(context_dim, dim)
-        self.to_v = nn.Linear(context_dim, dim)
+        self.to_q = Linear(dim, dim)
+        self.to_k = Linear(context_dim, dim)
+        self.to_v = Linear(context_dim, dim)
         self.q_norm = RMSNorm(dim, qk_norm_eps)
         self.k_norm = RMSNorm(dim, qk_norm_eps)
-        self.to_out = nn.ModuleList([nn.Linear(dim, dim)])  # key `to_out.0`
+        self.to_out = nn.ModuleList([Linear(dim, dim)])  # key `to_out.0`
 
     def forward(
         self,
@@ -82,12 +82,17 @@ class LTXVideoTransformer(nn.Module):
         super().__init__()
         self.config = config
         dim = config.hidden_dim
-        self.patchify_proj = nn.Linear(config.in_channels, dim)
+        self.patchify_proj = Linear(config.in_channels, dim)
         self.adaln_single = AdaLNSingle(dim)
         self.caption_projection = CaptionProjection(config.caption_channels, dim)
         self.transformer_blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
         self.scale_shift_table = nn.Parameter(torch.empty(2, dim))
-        self.proj_out = nn.Linear(dim, config.out_channels)
+        self.proj_out = Linear(dim, config.out_channels)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype: that of the unquantized parameters (fp8 weights are upcast to it)."""
+        return self.scale_shift_table.dtype
 
     @classmethod
     def from_state_dict(
@@ -95,7 +100,7 @@ class LTXVideoTransformer(nn.Module):
         config: TransformerConfig,
         state_dict: Mapping[str, torch.Tensor],
         *,
-        dtype: torch.dtype | None = None,
+        dtype: DtypeChoice = None,
         device: torch.device | str | None = None,
         consume: bool = False,
     ) -> LTXVideoTransformer:
@@ -127,8 +132,8 @@ class LTXVideoTransformer(nn.Module):
         if positions.shape[1:] != (3, tokens):
             raise ValueError(f"positions must have shape (B, 3, {tokens}), got {tuple(positions.shape)}")
         cfg = self.config
-        x = self.patchify_proj(x)
-        dtype = x.dtype
+        dtype = self.dtype
+        x = self.patchify_proj(x.to(dtype))
 
         # Timesteps stay float32 up to the sinusoid: σ·1000 in bf16 would be off by up to 2.
         t = sigma.to(torch.float32).reshape(batch, -1) * cfg.timestep_scale_multiplier  # (B, T)

@@ -188,3 +188,17 @@ def test_selectable_weight_dtypes(tmp_path, dtype):
     model, _ = load_transformer(path, dtype=dtype)
     assert {p.dtype for p in model.parameters()} == {dtype}
     assert _forward(model).dtype == dtype
+
+
+@pytest.mark.parametrize(("decoder_width", "encoder_sentinel", "causal"), [(1024, True, True), (1024, False, False)])
+def test_single_file_without_metadata_reads_the_release_off_its_vae(tmp_path, decoder_width, encoder_sentinel, causal):
+    weights = {f"model.diffusion_model.{k}": v for k, v in _weights().items()}
+    # only shapes matter for layout detection: empty tensors with the released widths
+    weights["vae.decoder.conv_in.conv.weight"] = torch.zeros(0)
+    weights["vae.decoder.up_blocks.0.res_blocks.0.conv1.conv.weight"] = torch.zeros(decoder_width, 0, 3, 3, 3)
+    if encoder_sentinel:
+        weights["vae.encoder.down_blocks.1.conv.conv.bias"] = torch.zeros(0)
+    path = tmp_path / "checkpoint.safetensors"
+    save_file(weights, path)
+    _, detected = load_transformer(path)
+    assert detected.config.causal_temporal_positioning is causal

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import CheckpointError
+from .safetensors import SafetensorsHeader
 
 # Sentinel key (after any prefix) → (component, key naming). One entry per layout we can load.
 SENTINELS: dict[str, tuple[str, str]] = {
@@ -29,6 +32,17 @@ COMPONENT_NAMES = {
     "vae": "an LTX-Video VAE",
     "text_encoder": "a T5 text encoder",
 }
+
+
+@dataclass(frozen=True)
+class Detected:
+    """What a loader found: the file's format, the model release and how its weights were stored."""
+
+    path: Path
+    format: str  # "single file", "split file", "diffusers folder", "gguf"
+    release: str
+    stored_dtype: str  # as the file names it: "BF16", "F8_E4M3", "Q8_0", …
+    config: Any  # the component's config dataclass
 
 
 @dataclass(frozen=True)
@@ -109,3 +123,12 @@ def diffusers_weight_files(folder: Path, stem: str = "diffusion_pytorch_model") 
     if missing:
         raise CheckpointError(index, f"names shards that are missing: {', '.join(missing)}", "all shards present")
     return [folder / s for s in shards]
+
+
+def main_dtype(header: SafetensorsHeader, keep: Callable[[str], object] = bool) -> str:
+    """The stored dtype holding most of the bytes of the kept keys (fp8 files keep small tensors wider)."""
+    size: Counter[str] = Counter()
+    for key, (begin, end) in header.offsets.items():
+        if keep(key):
+            size[header.dtypes[key]] += end - begin
+    return size.most_common(1)[0][0] if size else "unknown"

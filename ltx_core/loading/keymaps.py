@@ -166,3 +166,34 @@ def vae_from_diffusers(
     prefixes = {v: k for k, v in vae_block_prefixes(encoder_kinds, decoder_kinds).items()}
     runs = {v: k for k, v in VAE_DIFFUSERS_SEGMENT_RUNS.items()}
     return {rename_prefix(rename_segment_runs(k, runs), prefixes): v for k, v in state_dict.items()}
+
+
+# --- T5 text encoder, GGUF ------------------------------------------------------------------------
+
+# llama.cpp T5 tensor names (gguf-py MODEL_TENSOR.ENC_*) → transformers T5EncoderModel names. Per
+# block `enc.blk.{i}.<name>` → `encoder.block.{i}.<value>`; T5 v1.1's gated FF (wi_0 gate, wi_1 up).
+T5_GGUF_BLOCK = {
+    "attn_q": "layer.0.SelfAttention.q",
+    "attn_k": "layer.0.SelfAttention.k",
+    "attn_v": "layer.0.SelfAttention.v",
+    "attn_o": "layer.0.SelfAttention.o",
+    "attn_rel_b": "layer.0.SelfAttention.relative_attention_bias",
+    "attn_norm": "layer.0.layer_norm",
+    "ffn_gate": "layer.1.DenseReluDense.wi_0",
+    "ffn_up": "layer.1.DenseReluDense.wi_1",
+    "ffn_down": "layer.1.DenseReluDense.wo",
+    "ffn_norm": "layer.1.layer_norm",
+}
+T5_GGUF_TOP = {"token_embd": "shared", "enc.output_norm": "encoder.final_layer_norm"}
+
+
+def t5_from_gguf_name(name: str) -> str | None:
+    """A llama.cpp T5 tensor name → its T5EncoderModel key; None for what the encoder does not use
+    (the decoder `dec.*` and the LM head `output` of a full T5 file)."""
+    stem, dot, leaf = name.rpartition(".")  # leaf: "weight"
+    if stem in T5_GGUF_TOP:
+        return f"{T5_GGUF_TOP[stem]}{dot}{leaf}"
+    parts = stem.split(".")
+    if len(parts) == 4 and parts[:2] == ["enc", "blk"] and parts[3] in T5_GGUF_BLOCK:
+        return f"encoder.block.{parts[2]}.{T5_GGUF_BLOCK[parts[3]]}{dot}{leaf}"
+    return None

@@ -5,34 +5,31 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..config import TransformerConfig
+from ..config import TransformerConfig, detect_vae_layout
 from ..model.transformer import LTXVideoTransformer
-from .detect import diffusers_component_dir, diffusers_weight_files, find_components, is_gguf, require_component
+from .detect import (
+    Detected,
+    diffusers_component_dir,
+    diffusers_weight_files,
+    find_components,
+    is_gguf,
+    main_dtype,
+    require_component,
+)
 from .errors import CheckpointError
 from .gguf import QuantizedTensor, read_gguf
 from .keymaps import TRANSFORMER_DIFFUSERS_SEGMENTS, rename_segments
 from .materialize import CheckpointMismatchError, materialize
 from .quantized import swap_linears
 from .safetensors import SafetensorsHeader, checkpoint_config, load_tensors, read_header
+from .vae import vae_release
 
 HEADS = 32  # every released LTX-Video transformer has 32 heads; split files carry no config
 _STORED_FP8 = {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
-
-
-@dataclass(frozen=True)
-class Detected:
-    """What a loader found: the file's format, the model release and how its weights were stored."""
-
-    path: Path
-    format: str  # "single file", "split file", "diffusers folder", "gguf"
-    release: str
-    stored_dtype: str
-    config: TransformerConfig
 
 
 def transformer_release(cfg: TransformerConfig) -> str:
@@ -68,6 +65,15 @@ def _config_without_metadata(
         raise CheckpointError(path, f"lacks the tensor {exc}", "a complete LTX-Video transformer") from exc
 
 
+def _vae_is_095_or_later(header: SafetensorsHeader, prefix: str) -> bool | None:
+    """True if the file's VAE has the 0.9.5+ layout, whose transformer uses the causal RoPE fix."""
+    try:
+        layout = detect_vae_layout({k[len(prefix) :]: s for k, s in header.shapes.items() if k.startswith(prefix)})
+    except ValueError:
+        return None  # not a released layout: no opinion
+    return vae_release(layout) == "0.9.5+"
+
+
 def _renamer(prefix: str, naming: str) -> Callable[[str], str | None]:
     def rename(key: str) -> str | None:
         if not key.startswith(prefix):
@@ -78,21 +84,13 @@ def _renamer(prefix: str, naming: str) -> Callable[[str], str | None]:
     return rename
 
 
-def _main_dtype(header: SafetensorsHeader, keep: Callable[[str], object] = bool) -> str:
-    """The stored dtype holding most of the bytes (fp8 files keep small tensors in wider types)."""
-    size: Counter[str] = Counter()
-    for key, (begin, end) in header.offsets.items():
-        if keep(key):
-            size[header.dtypes[key]] += end - begin
-    return size.most_common(1)[0][0] if size else "unknown"
-
-
 Source = tuple[list[SafetensorsHeader], Callable[[str], str | None], Detected]  # files, key renamer, findings
 
 
 def _from_safetensors(path: Path, causal: bool | None) -> Source:
     header = read_header(path)
-    component = require_component(path, find_components(header.shapes), "transformer")
+    components = find_components(header.shapes)
+    component = require_component(path, components, "transformer")
     rename = _renamer(component.prefix, component.naming)
     shapes = {name: s for k, s in header.shapes.items() if (name := rename(k)) is not None}
     metadata = checkpoint_config(header).get("transformer")
@@ -101,9 +99,11 @@ def _from_safetensors(path: Path, causal: bool | None) -> Source:
         if causal is not None and causal != cfg.causal_temporal_positioning:
             cfg = TransformerConfig.from_metadata({**metadata, "causal_temporal_positioning": causal})
     else:
+        if causal is None and "vae" in components:  # the VAE sharing the file tells the release
+            causal = _vae_is_095_or_later(header, components["vae"].prefix)
         cfg = _config_without_metadata(path, shapes, causal)
     fmt = "single file" if component.prefix else "split file"
-    dtype = _main_dtype(header, rename)
+    dtype = main_dtype(header, rename)
     return [header], rename, Detected(path, fmt, transformer_release(cfg), dtype, cfg)
 
 
@@ -114,7 +114,7 @@ def _from_diffusers(path: Path, causal: bool | None) -> Source:
     is_13b = int(raw.get("attention_head_dim", 64)) == 128
     cfg = TransformerConfig.from_diffusers(raw, causal_temporal_positioning=is_13b if causal is None else causal)
     headers = [read_header(f) for f in diffusers_weight_files(folder)]
-    dtype = _main_dtype(headers[0])
+    dtype = main_dtype(headers[0])
     return headers, _renamer("", "diffusers"), Detected(path, "diffusers folder", transformer_release(cfg), dtype, cfg)
 
 
@@ -169,6 +169,6 @@ def load_transformer(
     try:
         model = LTXVideoTransformer.from_state_dict(detected.config, tensors, device=device, consume=True)
     except CheckpointMismatchError as exc:
-        del tensors
+        tensors.clear()  # the traceback keeps frames alive; the weights must not stay with it
         raise CheckpointError(path, str(exc), "weights matching the detected configuration") from exc
     return model, detected

@@ -141,6 +141,8 @@ TINY_VAE_LAYOUTS = {
             "layers_per_block": (1, 1, 1, 1, 2),
             "spatio_temporal_scaling": (True, True, True, True),
             "downsample_type": ("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+            "spatial_compression_ratio": 32,  # as in the released config: not derivable from the flags
+            "temporal_compression_ratio": 8,
             **_DIFFUSERS_DECODER_091,
             "decoder_inject_noise": (False, False, False, False),
         },

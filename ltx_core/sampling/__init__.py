@@ -1,0 +1,1 @@
+"""Flow-matching sampling: schedules, seeded noise, frame conditioning and the Euler loop."""

@@ -12,24 +12,56 @@ from .config import (
     VAEConfig,
     detect_vae_layout,
 )
+from .defaults import RELEASE_DEFAULTS, ReleaseDefaults
 from .loading import CheckpointMismatchError
+from .loading.errors import CheckpointError
+from .loading.text_encoder import load_text_encoder
+from .loading.transformer import load_transformer
+from .loading.vae import load_vae
 from .model.rope import video_positions
 from .model.transformer import LTXVideoTransformer
 from .model.vae.autoencoder import VideoVAE
+from .pipeline import DEFAULT_NEGATIVE_PROMPT, Models, Settings, image_to_video, text_to_video, video_to_video
+from .sampling.conditioning import FrameCondition
+from .sampling.noise import seeded_noise
+from .sampling.sampler import sample
+from .sampling.schedule import custom_sigmas, linear_quadratic_sigmas, make_schedule, shifted_sigmas
+from .text.encoder import Conditioning, T5TextEncoder
 
 __all__ = [
+    "DEFAULT_NEGATIVE_PROMPT",
     "LTXV_2B",
     "LTXV_2B_CAUSAL",
     "LTXV_13B",
-    "CheckpointMismatchError",
-    "LTXVideoTransformer",
-    "TransformerConfig",
-    "video_positions",
+    "RELEASE_DEFAULTS",
     "VAE_090",
     "VAE_091",
     "VAE_095",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "Conditioning",
+    "FrameCondition",
+    "LTXVideoTransformer",
+    "Models",
+    "ReleaseDefaults",
+    "Settings",
+    "T5TextEncoder",
+    "TransformerConfig",
     "VAEBlock",
     "VAEConfig",
     "VideoVAE",
+    "custom_sigmas",
     "detect_vae_layout",
+    "image_to_video",
+    "linear_quadratic_sigmas",
+    "load_text_encoder",
+    "load_transformer",
+    "load_vae",
+    "make_schedule",
+    "sample",
+    "seeded_noise",
+    "shifted_sigmas",
+    "text_to_video",
+    "video_positions",
+    "video_to_video",
 ]

@@ -72,9 +72,18 @@ def test_requirements_txt_matches_pyproject():
     assert not any(r.startswith("torch") for r in requirements)  # ComfyUI brings its own torch
 
 
-def test_generator_says_not_yet():
+def test_generator_runs_as_a_module_and_asks_for_weights():
     import subprocess
 
-    result = subprocess.run([sys.executable, "-m", "ltx_core.generate"], cwd=REPO, capture_output=True, text=True)
+    command = [sys.executable, "-m", "ltx_core.generate", "--prompt", "a red fox"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
-    assert "not available yet" in result.stderr
+    assert "missing: --checkpoint, --text-encoder" in result.stderr
+
+
+def test_importing_the_core_loads_no_optional_package():
+    import subprocess
+
+    code = "import sys, ltx_core; print(sorted(m for m in ('transformers', 'av', 'gguf', 'PIL') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

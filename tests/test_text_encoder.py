@@ -3,9 +3,7 @@ transformers' T5EncoderModel on the same weights, the encoder mask, and the erro
 
 from __future__ import annotations
 
-import io
 import json
-import random
 import shutil
 
 import gguf
@@ -18,15 +16,12 @@ from ltx_core.loading.errors import CheckpointError
 from ltx_core.loading.keymaps import T5_GGUF_BLOCK, T5_GGUF_TOP, t5_from_gguf_name
 from ltx_core.loading.text_encoder import load_text_encoder
 from ltx_core.text import Conditioning, load_tokenizer
+from tiny import TOKENIZER_WORDS, train_tiny_spiece
 
 transformers = pytest.importorskip("transformers")
 sentencepiece = pytest.importorskip("sentencepiece")
 
-WORDS = (
-    "the quick brown jackdaw vexed zephyr quilts big mix of ultraviolet a red fox jumps over lazy dog while "
-    "camera pans slowly across misty forest at dawn with golden light and soft shadows woman walks through "
-    "city street night neon signs reflect on wet pavement"
-).split()
+WORDS = TOKENIZER_WORDS
 PROMPTS = [
     "  a red fox jumps over the lazy dog  ",
     "Neon signs reflect, on WET pavement at night!",
@@ -67,23 +62,7 @@ def _varint(data: bytes, i: int) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def spm_proto() -> bytes:
-    rng = random.Random(0)
-    sentences = [" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(300)]
-    buffer = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences),
-        model_writer=buffer,
-        vocab_size=100,
-        hard_vocab_limit=False,
-        character_coverage=1.0,
-        model_type="unigram",
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,  # T5: no BOS
-        minloglevel=2,
-    )
-    return buffer.getvalue()
+    return train_tiny_spiece()
 
 
 @pytest.fixture(scope="module")

@@ -170,3 +170,69 @@ def random_vae_state_dict(shapes: dict[str, torch.Size], seed: int) -> dict[str,
         else:
             out[key] = 0.2 * noise + (1.0 if "norm" in key and leaf == "weight" else 0.0)
     return out
+
+
+# --- a tiny SentencePiece tokenizer with T5's special ids ------------------------------------------
+
+TOKENIZER_WORDS = (
+    "the quick brown jackdaw vexed zephyr quilts big mix of ultraviolet a red fox jumps over lazy dog while "
+    "camera pans slowly across misty forest at dawn with golden light and soft shadows woman walks through "
+    "city street night neon signs reflect on wet pavement"
+).split()
+
+
+def train_tiny_spiece(vocab_size: int = 100) -> bytes:
+    """A unigram SentencePiece model (serialised) with pad 0, eos 1, unk 2 and no BOS, as T5's."""
+    import io
+    import random
+
+    import sentencepiece
+
+    rng = random.Random(0)
+    sentences = [" ".join(rng.choice(TOKENIZER_WORDS) for _ in range(12)) for _ in range(300)]
+    buffer = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=buffer, vocab_size=vocab_size, hard_vocab_limit=False,
+        character_coverage=1.0, model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2,
+    )  # fmt: skip
+    return buffer.getvalue()
+
+
+# --- complete tiny checkpoints, as a user would have them ------------------------------------------
+
+
+def write_tiny_checkpoints(folder, layout: str = "0.9.1") -> dict[str, object]:
+    """An original-format single file (transformer + VAE + embedded config) and a transformers T5
+    folder with its spiece.model, all tiny and random. Returns their paths."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    import transformers
+    from safetensors.torch import save_file
+
+    from ltx_core import LTXVideoTransformer, VAEConfig, VideoVAE
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = dataclasses.replace(tiny_transformer_config(heads=2, head_dim=16), caption_channels=32)
+    vae_metadata = TINY_VAE_LAYOUTS[layout][0]
+    with torch.device("meta"):
+        transformer_shapes = {k: v.shape for k, v in LTXVideoTransformer(cfg).state_dict().items()}
+        vae_shapes = {k: v.shape for k, v in VideoVAE(VAEConfig.from_metadata(vae_metadata)).state_dict().items()}
+    tensors = {f"model.diffusion_model.{k}": v for k, v in random_state_dict(transformer_shapes, 21).items()}
+    tensors.update({f"vae.{k}": v for k, v in random_vae_state_dict(vae_shapes, 22).items()})
+    checkpoint = folder / "ltx-video-tiny.safetensors"
+    config = {"transformer": cfg.to_metadata(), "vae": vae_metadata}
+    save_file(tensors, checkpoint, metadata={"config": json.dumps(config)})
+
+    spiece = train_tiny_spiece()
+    t5_config = transformers.T5Config(
+        vocab_size=100, d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, relative_attention_num_buckets=32,
+        relative_attention_max_distance=128, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
+    )  # fmt: skip
+    torch.manual_seed(23)
+    text_encoder = folder / "t5"
+    transformers.T5EncoderModel(t5_config).save_pretrained(text_encoder)
+    (text_encoder / "spiece.model").write_bytes(spiece)
+    return {"checkpoint": checkpoint, "text_encoder": text_encoder}

@@ -88,3 +88,17 @@ def partial_schedule(make: Callable[[int], torch.Tensor], steps: int, denoise: f
     if not 0 < denoise <= 1:
         raise ValueError(f"denoise must be in (0, 1], got {denoise}")
     return make(max(steps, round(steps / denoise)))[-(steps + 1) :]
+
+
+# schedule name → (steps, latent tokens) → sigmas; the names are what defaults and nodes refer to
+SCHEDULES: dict[str, Callable[[int, int], torch.Tensor]] = {
+    "shifted": lambda steps, tokens: shifted_sigmas(steps, tokens),
+    "linear_quadratic": lambda steps, tokens: linear_quadratic_sigmas(steps),
+}
+
+
+def make_schedule(name: str, steps: int, tokens: int) -> torch.Tensor:
+    """The named schedule for `steps` steps of a video with `tokens` latent tokens."""
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+    return SCHEDULES[name](steps, tokens)

@@ -1,0 +1,187 @@
+"""text_to_video(), image_to_video() and video_to_video(): the whole LTX-Video pipeline, top to bottom.
+
+Components stay where they were loaded (usually the CPU) and visit the compute device one at a time,
+so the text encoder, the transformer and the VAE never occupy it together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .defaults import defaults_for
+from .loading.text_encoder import load_text_encoder
+from .loading.transformer import load_transformer
+from .loading.vae import load_vae
+from .media import compress_like_h264, frames_from_video_tensor, resize_and_crop, video_tensor_from_frames
+from .memory import default_device, on_device
+from .model.transformer import LTXVideoTransformer
+from .model.vae.autoencoder import VideoVAE
+from .sampling.conditioning import FrameCondition
+from .sampling.noise import seeded_noise
+from .sampling.sampler import StepCallback, sample
+from .sampling.schedule import make_schedule, partial_schedule
+from .text.encoder import T5TextEncoder
+from .types import VAE_SPATIAL_SCALE, check_video_shape, latent_frames
+
+# The official command line's default negative prompt.
+DEFAULT_NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorted"
+
+
+@dataclass
+class Models:
+    """The three components and the release that picks their defaults (see `defaults.py`)."""
+
+    transformer: LTXVideoTransformer
+    vae: VideoVAE
+    text_encoder: T5TextEncoder
+    release: str
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint: str | Path,
+        text_encoder: str | Path,
+        *,
+        vae: str | Path | None = None,
+        tokenizer: str | Path | None = None,
+        dtype: torch.dtype = torch.bfloat16,
+    ) -> Models:
+        """Load onto the CPU: the transformer (and, unless `vae` is given, the VAE) from `checkpoint`,
+        T5 from `text_encoder`. dtype is the transformer's weight dtype (fp8 computes in bf16)."""
+        transformer, _ = load_transformer(checkpoint, dtype=dtype, device="cpu")
+        vae_model, found = load_vae(vae or checkpoint, dtype=transformer.dtype, device="cpu")
+        t5, _ = load_text_encoder(text_encoder, dtype=transformer.dtype, device="cpu", tokenizer_path=tokenizer)
+        return cls(transformer, vae_model, t5, found.release)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Generation settings; None takes the release's default."""
+
+    width: int = 768
+    height: int = 512
+    frames: int = 121
+    frame_rate: float | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int = 0
+    batch: int = 1
+    device: torch.device | str | None = None
+
+
+def text_to_video(
+    models: Models,
+    prompt: str,
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+    settings: Settings = Settings(),
+    on_step: StepCallback | None = None,
+) -> torch.Tensor:
+    """Generate videos from a prompt. Returns frames (batch, T, H, W, 3) float32 in [0, 1]."""
+    return _generate(models, prompt, negative_prompt, settings, on_step=on_step)
+
+
+def image_to_video(
+    models: Models,
+    image: torch.Tensor,
+    prompt: str,
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+    settings: Settings = Settings(),
+    *,
+    strength: float = 1.0,
+    image_crf: int = 29,
+    on_step: StepCallback | None = None,
+) -> torch.Tensor:
+    """Animate `image` (H, W, 3) in [0, 1] as the first frame: it is resized and centre-cropped to
+    the video's size, given H.264-like compression artefacts at `image_crf` (0 = none; the
+    official default 29 makes it look like the video frames the model saw in training) and kept at
+    `strength` (1 = exactly)."""
+    pixels = compress_like_h264(resize_and_crop(image[None], settings.width, settings.height), image_crf)
+    return _generate(
+        models, prompt, negative_prompt, settings, image=pixels[:, None], strength=strength, on_step=on_step
+    )
+
+
+def video_to_video(
+    models: Models,
+    video: torch.Tensor,
+    prompt: str,
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+    settings: Settings = Settings(),
+    *,
+    denoise: float = 0.6,
+    on_step: StepCallback | None = None,
+) -> torch.Tensor:
+    """Re-generate `video` (T, H, W, 3) in [0, 1] (sized as `settings`) from noise level `denoise`:
+    low values keep more of the input. Frames are resized and centre-cropped to the settings' size."""
+    if video.ndim != 4 or video.shape[0] != settings.frames:
+        raise ValueError(
+            f"the input video has shape {tuple(video.shape)}; expected (frames, height, width, 3) with "
+            f"{settings.frames} frames as in the settings: set frames to the video's length (1 + 8·k) or trim it"
+        )
+    frames = resize_and_crop(video, settings.width, settings.height)
+    return _generate(models, prompt, negative_prompt, settings, video=frames[None], denoise=denoise, on_step=on_step)
+
+
+def _encode_pixels(vae: VideoVAE, frames: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """(B, T, H, W, 3) in [0, 1] → normalised latents (B, C, F, H/32, W/32), encoded on `device`."""
+    with on_device(vae, device), torch.inference_mode():
+        return vae.encode(video_tensor_from_frames(frames).to(device))
+
+
+def _generate(
+    models: Models,
+    prompt: str,
+    negative_prompt: str,
+    s: Settings,
+    *,
+    image: torch.Tensor | None = None,
+    strength: float = 1.0,
+    video: torch.Tensor | None = None,
+    denoise: float = 1.0,
+    on_step: StepCallback | None = None,
+) -> torch.Tensor:
+    defaults = defaults_for(models.release)
+    check_video_shape(s.frames, s.height, s.width)
+    device = s.device or default_device()
+    steps = s.steps or defaults.steps
+    guidance = defaults.guidance_scale if s.guidance_scale is None else s.guidance_scale
+    channels = models.transformer.config.in_channels
+    shape = (s.batch, channels, latent_frames(s.frames), s.height // VAE_SPATIAL_SCALE, s.width // VAE_SPATIAL_SCALE)
+
+    # 1. Prompts → T5 hidden states; the negative prompt is the unconditional branch of guidance.
+    with on_device(models.text_encoder, device), torch.inference_mode():
+        text = models.text_encoder.encode(prompt, negative_prompt if guidance != 1 else None, defaults.text_tokens)
+
+    # 2. Conditioning image or input video → normalised latents.
+    conditions = [FrameCondition(_encode_pixels(models.vae, image, device), 0, strength)] if image is not None else []
+    initial = _encode_pixels(models.vae, video, device) if video is not None else None
+
+    # 3. Noise levels from 1 (or `denoise`) to 0, and seeded noise that is the same on every device.
+    tokens = shape[2] * shape[3] * shape[4]
+    sigmas = partial_schedule(lambda n: make_schedule(defaults.schedule, n, tokens), steps, denoise)
+    noise = seeded_noise(shape, s.seed, device=device)
+
+    # 4. Denoise with the transformer.
+    with on_device(models.transformer, device), torch.inference_mode():
+        latents = sample(
+            models.transformer,
+            noise,
+            sigmas,
+            text,
+            guidance_scale=guidance,
+            frame_rate=s.frame_rate or defaults.frame_rate,
+            conditions=conditions,
+            initial=initial,
+            on_step=on_step,
+        )
+
+    # 5. Decode at the release's decode timestep, with its (seeded) decode noise.
+    with on_device(models.vae, device), torch.inference_mode():
+        generator = torch.Generator("cpu").manual_seed(s.seed)
+        pixels = models.vae.decode(
+            latents, defaults.decode_timestep, noise_scale=defaults.decode_noise_scale, generator=generator
+        )
+    return frames_from_video_tensor(pixels.float().cpu())

@@ -12,7 +12,6 @@ from ltx_core.config import VAE_090, VAE_091, VAE_095, VAEConfig, detect_vae_lay
 from ltx_core.loading import CheckpointMismatchError
 from ltx_core.loading.keymaps import vae_from_diffusers, vae_state_dict, vae_to_diffusers
 from ltx_core.model.vae.autoencoder import VideoVAE
-from ltx_core.model.vae.tiling import DecodeTiling, decoder_bytes_per_pixel, plan_decode_tiling, tiled_decode
 from tiny import TINY_VAE_LAYOUTS, random_vae_state_dict
 
 PRESETS = {"0.9.0": (VAE_090, 419.2e6), "0.9.1": (VAE_091, 935.0e6), "0.9.5": (VAE_095, 1246.9e6)}
@@ -205,36 +204,3 @@ def test_bfloat16_weights_run():
     with torch.no_grad():
         out = vae.decode(torch.zeros(1, 16, 2, 1, 1), 0.05, generator=torch.Generator().manual_seed(0))
     assert out.dtype == torch.bfloat16 and out.isfinite().all()
-
-
-# --- tiled decode ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("latent", "tiling"),
-    [
-        ((1, 16, 3, 12, 12), DecodeTiling(tile=9, overlap=6, frames=3, frame_overlap=1)),  # spatial tiles only
-        ((1, 16, 7, 2, 2), DecodeTiling(tile=4, overlap=2, frames=6, frame_overlap=4)),  # temporal chunks only
-    ],
-)
-def test_tiled_decode_is_close_to_untiled(latent, tiling):
-    """Stated tolerance: mean |error| ≤ 10 % of mean |output| (measured 7.5 % spatial, ≈ 7 % temporal on
-    this tiny random decoder, whose receptive field is far wider than a trained one's); one tile is exact."""
-    vae = tiny_vae("0.9.5")
-    z = torch.randn(latent, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        full = vae.decode(z, 0.05)
-        tiled = tiled_decode(vae, z, 0.05, tiling=tiling)
-        whole = tiled_decode(vae, z, 0.05, tiling=DecodeTiling(tile=16, overlap=2, frames=8, frame_overlap=1))
-    assert tiled.shape == full.shape
-    assert (tiled - full).abs().mean() <= 0.10 * full.abs().mean()
-    assert (whole - full).abs().max() <= 1e-5
-
-
-def test_tiling_plan_follows_the_memory_budget():
-    shape = (1, 128, 16, 16, 24)  # 768×512×121
-    per_pixel = decoder_bytes_per_pixel(VAE_091, torch.bfloat16)
-    assert plan_decode_tiling(VAE_091, shape, 10**15, torch.bfloat16) is None
-    plan = plan_decode_tiling(VAE_091, shape, 8 * 2**30, torch.bfloat16)
-    assert plan is not None and plan.tile < 24
-    assert (8 * (plan.frames - 1) + 1) * (32 * plan.tile) ** 2 * per_pixel <= 8 * 2**30

@@ -11,9 +11,19 @@ from torch import nn
 from ...config import VAEConfig
 from ...loading.keymaps import vae_state_dict
 from ...loading.materialize import materialize
-from ...types import check_video_shape
+from ...types import VAE_SPATIAL_SCALE, VAE_TEMPORAL_SCALE, check_video_shape
 from .blocks import DECODER_BUILDERS, ENCODER_BUILDERS, BuildContext, ResStage, TimeEmbedder, pixel_norm
 from .convolution import CausalConv3d, patchify, unpatchify
+from .tiling import (
+    Tiling,
+    TilingPlan,
+    decode_tiles,
+    default_budget,
+    encode_tiles,
+    plan_decode,
+    plan_encode,
+    run_planned,
+)
 
 LOGVAR_RANGE = (-30.0, 20.0)  # clamp of the posterior's log-variance, as in diffusers' DiagonalGaussian
 STATISTICS = ("mean-of-means", "std-of-means")  # the per-channel statistics this VAE keeps
@@ -143,17 +153,35 @@ class VideoVAE(nn.Module):
         return z * stats.get("std-of-means", z) + stats.get("mean-of-means", z)
 
     def encode(
-        self, video: torch.Tensor, *, sample: bool = False, generator: torch.Generator | None = None
+        self,
+        video: torch.Tensor,
+        *,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+        tiling: Tiling = "auto",
+        memory_budget: int | None = None,
     ) -> torch.Tensor:
         """video (B, 3, 1+8k, H, W) in [-1, 1] → normalised latents (B, 128, 1+k, H/32, W/32).
 
         Uses the posterior mean (as ComfyUI); `sample=True` draws from the posterior with `generator`
-        (as the official pipeline and diffusers).
+        (as the official pipeline and diffusers), once for the whole video whatever the tiling.
+        `tiling`: "auto" plans from `memory_budget` bytes (default: `default_budget` of the device) and
+        retries smaller on out-of-memory, "off" runs whole, a TilingPlan is used as given (see tiling.py:
+        temporal chunks are exact, spatial tiles approximate).
         """
         if video.ndim != 5:
             raise ValueError(f"encode expects a (B, 3, T, H, W) video, got shape {tuple(video.shape)}")
         check_video_shape(*video.shape[2:])
-        mean, logvar = self.encoder(video.to(self.encoder.conv_in.conv.weight.dtype))
+        video = video.to(self.encoder.conv_in.conv.weight.dtype)
+
+        def run(plan: TilingPlan | None) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.encoder(video) if plan is None else encode_tiles(self.encoder, video, plan)
+
+        budget = default_budget(video.device) if memory_budget is None else memory_budget
+        latent_shape = (video.shape[0], self.config.latent_channels, *_latent_size(video.shape))
+        mean, logvar = run_planned(
+            run, tiling, lambda b: plan_encode(self.config, video.shape, b, video.dtype), latent_shape, budget, "encode"
+        )
         if sample:
             std = torch.exp(0.5 * logvar.clamp(*LOGVAR_RANGE))
             mean = mean + std * _randn_like(mean, generator)
@@ -166,12 +194,17 @@ class VideoVAE(nn.Module):
         *,
         noise_scale: float = 0.0,
         generator: torch.Generator | None = None,
+        tiling: Tiling = "auto",
+        memory_budget: int | None = None,
     ) -> torch.Tensor:
         """Normalised latents (B, 128, F, h, w) → video (B, 3, 8(F−1)+1, 32h, 32w), about [-1, 1].
 
         As the official pipeline and ComfyUI: `z = (1 − s)·z + s·randn` on the normalised latents, then
         un-normalise, then decode at `timestep` (0.9.1+; ignored by the 0.9.0 decoder, as upstream).
         `generator` also drives the 0.9.1 decoder's noise injection; None uses the global RNG.
+        `tiling`: "auto" plans from `memory_budget` bytes (default: `default_budget` of the device) and
+        retries smaller on out-of-memory, "off" runs whole, a TilingPlan is used as given (tiling.py says
+        what tiles do to the error and to the seeded noise).
         """
         channels = self.config.latent_channels
         if latents.ndim != 5 or latents.shape[1] != channels:
@@ -182,7 +215,20 @@ class VideoVAE(nn.Module):
         t = None
         if timestep is not None and self.config.timestep_conditioning:
             t = torch.as_tensor(timestep, dtype=torch.float32, device=z.device).reshape(-1).expand(z.shape[0])
-        return self.decoder(self.denormalise(z), t, generator)
+        z = self.denormalise(z)
+
+        def run(plan: TilingPlan | None) -> torch.Tensor:
+            return self.decoder(z, t, generator) if plan is None else decode_tiles(self.decoder, z, t, plan, generator)
+
+        budget = default_budget(z.device) if memory_budget is None else memory_budget
+        plan_for = lambda b: plan_decode(self.config, z.shape, b, z.dtype)  # noqa: E731
+        return run_planned(run, tiling, plan_for, z.shape, budget, "decode")
+
+
+def _latent_size(video_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(…, T, H, W) pixels → (F, h, w) latents."""
+    *_, frames, height, width = video_shape
+    return 1 + (frames - 1) // VAE_TEMPORAL_SCALE, height // VAE_SPATIAL_SCALE, width // VAE_SPATIAL_SCALE
 
 
 def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

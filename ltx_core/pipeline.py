@@ -16,7 +16,7 @@ from .loading.text_encoder import load_text_encoder
 from .loading.transformer import load_transformer
 from .loading.vae import load_vae
 from .media import compress_like_h264, frames_from_video_tensor, resize_and_crop, video_tensor_from_frames
-from .memory import default_device, on_device
+from .memory import default_device, on_device, to_host
 from .model.transformer import LTXVideoTransformer
 from .model.vae.autoencoder import VideoVAE
 from .sampling.conditioning import FrameCondition
@@ -184,4 +184,4 @@ def _generate(
         pixels = models.vae.decode(
             latents, defaults.decode_timestep, noise_scale=defaults.decode_noise_scale, generator=generator
         )
-    return frames_from_video_tensor(pixels.float().cpu())
+    return to_host(frames_from_video_tensor(pixels.float()))  # converted on the device, copied once

@@ -79,3 +79,16 @@ def test_command_line_reports_bad_settings(files, capsys):
     common = ["--checkpoint", str(files["checkpoint"]), "--text-encoder", str(files["text_encoder"])]
     assert main(["--prompt", "x", *common, "--width", "64", "--height", "96", "--frames", "12"]) == 1
     assert "use 9 or 17" in capsys.readouterr().err
+
+
+def test_on_device_leaves_a_module_that_is_already_there_alone(monkeypatch):
+    from ltx_core import memory
+
+    moved = []
+    module = torch.nn.Linear(2, 2)
+    monkeypatch.setattr(module, "to", lambda *a, **k: moved.append(a))
+    with memory.on_device(module, "cpu"):
+        pass
+    assert moved == []
+    assert memory.same_device("cpu", torch.device("cpu"))
+    assert not memory.same_device("cpu", "meta")

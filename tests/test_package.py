@@ -33,34 +33,23 @@ def test_public_api_names_exist():
 
 
 def test_pack_imports_outside_comfyui():
-    assert "comfy_api" not in sys.modules
+    assert "comfy_api" not in sys.modules and "folder_paths" not in sys.modules
     pack = _import_pack("ltx_pack_outside")
-    assert not hasattr(pack, "comfy_entrypoint")
-    assert "comfy_api" not in sys.modules
+    assert not hasattr(pack, "NODE_CLASS_MAPPINGS")
+    assert "comfy_api" not in sys.modules and "comfy" not in sys.modules
     # the core inside the pack resolves relatively, to the same files
     core = importlib.import_module("ltx_pack_outside.ltx_core")
     assert Path(core.__file__).resolve().parent == REPO / "ltx_core"
 
 
-def test_pack_registers_entrypoint_inside_comfyui(monkeypatch: pytest.MonkeyPatch):
-    # A stand-in for ComfyUI's `comfy_api.latest`, just enough for the pack's entrypoint.
-    latest = types.ModuleType("comfy_api.latest")
-
-    class ComfyExtension:
-        async def get_node_list(self):
-            return []
-
-    latest.ComfyExtension = ComfyExtension
-    latest.io = types.SimpleNamespace(ComfyNode=object)
-    monkeypatch.setitem(sys.modules, "comfy_api", types.ModuleType("comfy_api"))
-    monkeypatch.setitem(sys.modules, "comfy_api.latest", latest)
+def test_pack_registers_v1_nodes_inside_comfyui(monkeypatch: pytest.MonkeyPatch):
+    # ComfyUI imports `folder_paths` before it loads custom nodes; nothing of ComfyUI is imported
+    # when the nodes are defined (comfy_bridge imports it lazily, at run time).
+    monkeypatch.setitem(sys.modules, "folder_paths", types.ModuleType("folder_paths"))
     pack = _import_pack("ltx_pack_inside")
-    import asyncio
-
-    extension = asyncio.run(pack.comfy_entrypoint())
-    assert isinstance(extension, ComfyExtension)
-    nodes = asyncio.run(extension.get_node_list())
-    assert isinstance(nodes, list)
+    assert pack.NODE_CLASS_MAPPINGS and set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
+    assert all(node_id.startswith("LTXPack") for node_id in pack.NODE_CLASS_MAPPINGS)
+    assert "comfy" not in sys.modules and "comfy_api" not in sys.modules
 
 
 def test_requirements_txt_matches_pyproject():

@@ -1,0 +1,92 @@
+"""Frame conditions carried inside a latent video, and the sigma choice of a sampling call.
+
+Node graphs pass one latent video between steps, so a conditioning image travels inside it: its
+clean latents overwrite the video's latents at its frames, and a per-latent-frame noise mask says
+how much of each frame is still to be generated (1 = all, 0 = keep; strength = 1 − mask). This is
+ComfyUI's LATENT convention (`noise_mask` of shape (B, 1, F, 1, 1)), so latents made by either side
+mean the same. The functions here convert between that form and `FrameCondition`s.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .sampling.conditioning import FrameCondition
+from .sampling.schedule import custom_sigmas, make_schedule, partial_schedule
+from .types import VAE_TEMPORAL_SCALE
+
+
+def frame_index(frame: int, latent_frames: int) -> int:
+    """A pixel frame index, negative counting from the end (−1 = last), → 0 … 8·(F − 1)."""
+    frames = 1 + (latent_frames - 1) * VAE_TEMPORAL_SCALE
+    index = frames + frame if frame < 0 else frame
+    if not 0 <= index < frames:
+        raise ValueError(
+            f"frame {frame} is outside the video's {frames} frames; use 0 … {frames - 1}, or −1 for the last frame"
+        )
+    return index
+
+
+def add_condition(
+    latents: torch.Tensor, noise_mask: torch.Tensor | None, condition: FrameCondition
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write `condition` into latents (B, C, F, H, W): its clean latents at its frames and noise mask
+    1 − strength there. Returns new (latents, noise_mask (B, 1, F, 1, 1)); the inputs are not changed."""
+    b, c, f, h, w = latents.shape
+    cb, cc, cf, ch, cw = condition.latents.shape
+    start = condition.latent_frame
+    if cc != c or (ch, cw) != (h, w) or cb not in (1, b):
+        raise ValueError(
+            f"condition latents {tuple(condition.latents.shape)} do not fit the video latents {tuple(latents.shape)}: "
+            "encode the image at the video's width and height"
+        )
+    if start + cf > f:
+        raise ValueError(
+            f"a condition of {cf} latent frames at frame {condition.frame} runs past the video's {f} latent "
+            "frames: start it earlier or make the video longer"
+        )
+    mask = torch.ones(b, 1, f, 1, 1) if noise_mask is None else noise_mask.expand(b, 1, f, -1, -1).clone()
+    latents = latents.clone()
+    latents[:, :, start : start + cf] = condition.latents.to(latents)
+    mask = mask.to(torch.float32)
+    mask[:, :, start : start + cf] = 1 - condition.strength
+    return latents, mask
+
+
+def conditions_from_mask(latents: torch.Tensor, noise_mask: torch.Tensor | None) -> list[FrameCondition]:
+    """The frame conditions a noise mask describes: one per latent frame whose mask is below 1, with
+    strength 1 − mask and that frame's latents as the clean target. The mask must be per frame
+    ((B or 1, 1, F, 1, 1) or broadcastable to it) and equal across the batch."""
+    if noise_mask is None:
+        return []
+    b, _, f, _, _ = latents.shape
+    try:
+        if noise_mask.ndim != 5:
+            raise RuntimeError
+        mask = noise_mask.to(torch.float32).expand(b, 1, f, *noise_mask.shape[3:])
+    except RuntimeError as exc:
+        raise ValueError(
+            f"noise mask {tuple(noise_mask.shape)} does not fit latents {tuple(latents.shape)}; "
+            "expected (B or 1, 1, F, 1, 1) with one value per latent frame"
+        ) from exc
+    per_frame = mask.amax(dim=(0, 1, 3, 4))  # (F,)
+    if not torch.equal(mask.amin(dim=(0, 1, 3, 4)), per_frame):
+        raise ValueError(
+            f"noise mask of shape {tuple(noise_mask.shape)} varies within a frame or across the batch; LTX-Video "
+            "conditions whole frames: give one value per latent frame, shape (1, 1, F, 1, 1)"
+        )
+    return [
+        FrameCondition(latents[:, :, k : k + 1], k * VAE_TEMPORAL_SCALE, float(1 - per_frame[k].clamp(0, 1)))
+        for k in range(f)
+        if per_frame[k] < 1
+    ]
+
+
+def choose_sigmas(
+    schedule: str, steps: int, tokens: int, denoise: float = 1.0, sigmas: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Given `sigmas` (checked) win; else the named schedule for `steps` steps of a video with
+    `tokens` latent tokens, its last `steps` steps of a longer schedule when denoise < 1."""
+    if sigmas is not None:
+        return custom_sigmas(sigmas)
+    return partial_schedule(lambda n: make_schedule(schedule, n, tokens), steps, denoise)

@@ -1,0 +1,105 @@
+"""Latent videos: an empty one to generate into, and the VAE's encode and decode."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from ..ltx_core.media import frames_from_video_tensor, video_tensor_from_frames
+from ..ltx_core.types import LATENT_CHANNELS, VAE_SPATIAL_SCALE, check_video_shape, latent_frames
+from . import comfy_bridge as bridge
+from .types import CATEGORY, VAE, Loaded, field
+
+TILING = ["auto", "off"]
+TILING_TOOLTIP = "auto: cut the video into tiles and chunks that fit the free memory (needed for long or large videos on small GPUs); off: in one piece."  # noqa: E501
+
+
+def _tiling(method, tiling: str) -> dict:
+    """The `tiling` keyword when this VAE's method takes it (tiled VAE support may be absent)."""
+    return {"tiling": tiling} if "tiling" in inspect.signature(method).parameters else {}
+
+
+class LTXPackEmptyLatentVideo:
+    DESCRIPTION = "An empty LTX-Video latent video (zeros) of the given size, to generate into."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("Latents (batch, 128, 1 + (length − 1)/8, height/32, width/32).",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        size = {"min": 64, "max": 8192, "step": 32}
+        return {
+            "required": {
+                "width": field("INT", "Pixels, a multiple of 32.", default=768, **size),
+                "height": field("INT", "Pixels, a multiple of 32.", default=512, **size),
+                "length": field("INT", "Frames: 1 + 8·k (97 ≈ 4 s at 24 fps).", default=97, min=1, max=8193, step=8),
+                "batch_size": field("INT", "Videos made at once.", default=1, min=1, max=64),
+            }
+        }
+
+    def make(self, width: int, height: int, length: int, batch_size: int) -> tuple:
+        check_video_shape(length, height, width)
+        h, w = height // VAE_SPATIAL_SCALE, width // VAE_SPATIAL_SCALE
+        shape = (batch_size, LATENT_CHANNELS, latent_frames(length), h, w)
+        return ({"samples": torch.zeros(shape)},)
+
+
+class LTXPackVAEEncode:
+    DESCRIPTION = "Encodes frames (IMAGE batch of 1 + 8·k frames, sides multiples of 32) into LTX latents."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("Normalised latents, as ComfyUI's LTX nodes use them.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {
+            "pixels": ("IMAGE", {"tooltip": "The frames of one video, in order."}),
+            "vae": (VAE, {"tooltip": "From the LTX model loader."}),
+            "tiling": (TILING, {"default": "auto", "tooltip": TILING_TOOLTIP}),
+        }}  # fmt: skip
+
+    def encode(self, pixels: torch.Tensor, vae: Loaded, tiling: str) -> tuple:
+        frames, height, width = pixels.shape[:3]
+        check_video_shape(frames, height, width)
+        device = vae.handle.load()
+        with bridge.interruptible(vae.module), torch.inference_mode():
+            video = video_tensor_from_frames(pixels[..., :3]).to(device)
+            latents = vae.module.encode(video, **_tiling(vae.module.encode, tiling))
+        return ({"samples": latents.float().cpu()},)
+
+
+class LTXPackVAEDecode:
+    DESCRIPTION = "Decodes LTX latents into frames (an IMAGE batch, one video after another)."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("All frames of all videos, (batch × frames, height, width, 3).",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {
+            "samples": ("LATENT", {"tooltip": "From the sampler."}),
+            "vae": (VAE, {"tooltip": "From the LTX model loader."}),
+            "decode_timestep": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
+                                "Noise level the decoder is told to remove (0.9.1+ VAEs; 0.05 as released)."}),
+            "decode_noise_scale": ("FLOAT", {"default": 0.025, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
+                                   "Noise mixed into the latents before decoding (0.025 as released)."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                             "tooltip": "Seed of the decode noise."}),
+            "tiling": (TILING, {"default": "auto", "tooltip": TILING_TOOLTIP}),
+        }}  # fmt: skip
+
+    def decode(self, samples: dict, vae: Loaded, decode_timestep, decode_noise_scale, seed, tiling) -> tuple:
+        device = vae.handle.load()
+        generator = torch.Generator("cpu").manual_seed(seed)
+        with bridge.interruptible(vae.module), torch.inference_mode():
+            latents = samples["samples"].to(device)
+            pixels = vae.module.decode(
+                latents, decode_timestep, noise_scale=decode_noise_scale, generator=generator,
+                **_tiling(vae.module.decode, tiling),
+            )  # fmt: skip
+        frames = frames_from_video_tensor(pixels.cpu())  # (B, T, H, W, 3)
+        return (frames.flatten(0, 1),)

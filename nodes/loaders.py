@@ -1,0 +1,96 @@
+"""Loaders: the transformer + VAE, and the T5 text encoder, from ComfyUI's model folders.
+
+Files are recognised by content (ltx_core.loading), so any supported format may sit in any of the
+listed folders. ComfyUI caches node outputs by their inputs, so the same selection returns the same
+loaded objects until an input changes.
+"""
+
+from __future__ import annotations
+
+from ..ltx_core import load_text_encoder, load_transformer, load_vae
+from . import comfy_bridge as bridge
+from .types import (
+    CATEGORY,
+    DEVICE_TOOLTIP,
+    DEVICES,
+    MODEL,
+    TEXT_DTYPES,
+    TEXT_ENCODER,
+    VAE,
+    WEIGHT_DTYPES,
+    Loaded,
+)
+
+MODEL_FOLDERS = ("checkpoints", "diffusion_models")
+VAE_FOLDERS = ("vae", "checkpoints")
+TEXT_FOLDERS = ("text_encoders",)
+FROM_MODEL = "(from the model file)"
+
+
+class LTXPackModelLoader:
+    DESCRIPTION = "Loads the LTX-Video transformer and VAE: a full checkpoint, a diffusion-model file or a GGUF."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (MODEL, VAE)
+    RETURN_NAMES = ("model", "vae")
+    OUTPUT_TOOLTIPS = ("The LTX-Video transformer.", "The LTX-Video video VAE.")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        models = bridge.list_models(MODEL_FOLDERS)
+        return {"required": {
+            "model_name": (models, {"tooltip": "Checkpoint, transformer-only safetensors or GGUF file, from "
+                                   "models/checkpoints or models/diffusion_models."}),
+            "vae_name": ([FROM_MODEL, *bridge.list_models(VAE_FOLDERS)], {
+                "tooltip": "Where the VAE comes from: the model file itself (full checkpoints), or a VAE file "
+                           "from models/vae; a full checkpoint in models/checkpoints works too (its VAE part)."}),
+            "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip": "Transformer weight dtype: "
+                             "default keeps the file's; fp8 halves the memory of bf16 (computes in bf16)."}),
+            "device": (DEVICES, {"default": "default", "tooltip": DEVICE_TOOLTIP}),
+        }}  # fmt: skip
+
+    def load(self, model_name: str, vae_name: str, weight_dtype: str, device: str) -> tuple:
+        path = bridge.model_path(MODEL_FOLDERS, model_name)
+        transformer, found = load_transformer(path, dtype=WEIGHT_DTYPES[weight_dtype], device="cpu")
+        vae_path = path if vae_name == FROM_MODEL else bridge.model_path(VAE_FOLDERS, vae_name)
+        if vae_name == FROM_MODEL and found.format in ("gguf", "split file"):
+            raise ValueError(
+                f"{model_name} holds only the transformer ({found.format}); choose a VAE file in vae_name "
+                "(models/vae, or the full checkpoint in models/checkpoints)"
+            )
+        vae_dtype = transformer.dtype if WEIGHT_DTYPES[weight_dtype] is not None else None
+        vae, vae_found = load_vae(vae_path, dtype=vae_dtype, device="cpu")
+        return (
+            Loaded(bridge.manage(transformer, device, "diffusion"), vae_found.release),
+            Loaded(bridge.manage(vae, device, "vae"), vae_found.release),
+        )
+
+
+class LTXPackTextEncoderLoader:
+    DESCRIPTION = "Loads a T5 text encoder (T5-XXL single file, fp8, GGUF, or a transformers folder)."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (TEXT_ENCODER,)
+    RETURN_NAMES = ("text_encoder",)
+    OUTPUT_TOOLTIPS = ("The T5 encoder with its tokenizer.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {
+            "text_encoder_name": (bridge.list_models(TEXT_FOLDERS), {"tooltip": "T5 encoder file or folder in "
+                                  "models/text_encoders, e.g. t5xxl_fp16.safetensors."}),
+            "dtype": (list(TEXT_DTYPES), {"default": "default", "tooltip": "Compute dtype: default keeps the "
+                      "file's (bf16 for fp8 and GGUF files)."}),
+            "device": (DEVICES, {"default": "default", "tooltip": DEVICE_TOOLTIP}),
+        }}  # fmt: skip
+
+    def load(self, text_encoder_name: str, dtype: str, device: str) -> tuple:
+        path = bridge.model_path(TEXT_FOLDERS, text_encoder_name)
+        try:
+            encoder, _ = load_text_encoder(path, dtype=TEXT_DTYPES[dtype], device="cpu")
+        except ValueError as exc:  # no tokenizer beside the file: use ComfyUI's bundled T5 tokenizer
+            fallback = bridge.default_tokenizer()
+            if "has no T5 tokenizer" not in str(exc) or fallback is None:
+                raise
+            encoder, _ = load_text_encoder(path, dtype=TEXT_DTYPES[dtype], device="cpu", tokenizer_path=fallback)
+        return (Loaded(bridge.manage(encoder, device, "text_encoder"), release=""),)

@@ -1,0 +1,94 @@
+"""The LTX-Video sampler: Euler flow matching with classifier-free guidance over a LATENT."""
+
+from __future__ import annotations
+
+import torch
+
+from ..ltx_core import sample, seeded_noise
+from ..ltx_core.latent_guides import choose_sigmas, conditions_from_mask
+from ..ltx_core.sampling.schedule import SCHEDULES
+from . import comfy_bridge as bridge
+from .types import CATEGORY, MODEL, Loaded, field, from_conditioning
+
+AUTO = "auto"
+
+
+class LTXPackSampler:
+    DESCRIPTION = "Generates the latent video from noise (or from the input latents when denoise < 1)."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The denoised latent video; decode it with the LTX VAE decode node.",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        seed = {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}
+        return {
+            "required": {
+                "model": field(MODEL, "From the LTX model loader."),
+                "positive": field("CONDITIONING", "The encoded prompt."),
+                "negative": field("CONDITIONING", "The encoded negative prompt."),
+                "latent": field("LATENT", "Empty latent video, conditioned latents, or encoded video for denoise < 1."),
+                "seed": field("INT", "Seed of the initial noise; a seed gives the same video on any device.", **seed),
+                "steps": field(
+                    "INT", "Denoising steps (40 as released; 8 for distilled models).", default=30, min=1, max=200
+                ),
+                "guidance": field(
+                    "FLOAT",
+                    "Classifier-free guidance scale; 1 turns it off (no negative prompt).",
+                    default=3.0,
+                    min=1.0,
+                    max=20.0,
+                    step=0.1,
+                    round=0.01,
+                ),
+                "schedule": field(
+                    [AUTO, *SCHEDULES],
+                    "Noise schedule: auto picks the release's (shifted up to 0.9.1, linear_quadratic from 0.9.5).",
+                    default=AUTO,
+                ),
+                "frame_rate": field(
+                    "FLOAT",
+                    "Frames per second the model assumes (it conditions on it).",
+                    default=25.0,
+                    min=1.0,
+                    max=120.0,
+                    step=0.01,
+                ),
+                "denoise": field(
+                    "FLOAT",
+                    "1 starts from pure noise; lower keeps more of the input latents.",
+                    default=1.0,
+                    min=0.01,
+                    max=1.0,
+                    step=0.01,
+                ),
+            },
+            "optional": {
+                "sigmas": field(
+                    "SIGMAS", "Noise levels (e.g. from core's LTXVScheduler); replace steps, schedule and denoise."
+                ),
+            },
+        }
+
+    def sample(self, model: Loaded, positive, negative, latent, seed, steps, guidance, schedule, frame_rate, denoise,
+               sigmas=None):  # fmt: skip
+        samples = latent["samples"]
+        transformer = model.module
+        if samples.ndim != 5 or samples.shape[1] != transformer.config.in_channels:
+            raise ValueError(
+                f"latent of shape {tuple(samples.shape)} is not an LTX-Video latent video with "
+                f"{transformer.config.in_channels} channels; use an LTX empty latent video or VAE encode"
+            )
+        name = model.defaults.schedule if schedule == AUTO else schedule
+        chosen = choose_sigmas(name, steps, samples[0, 0].numel(), denoise, sigmas)
+        text = from_conditioning(positive, negative if guidance != 1 else None, transformer.dtype)
+        device = model.handle.load()
+        on_step = bridge.step_callback(len(chosen) - 1, samples.shape[1])
+        with torch.inference_mode():
+            out = sample(
+                transformer, seeded_noise(tuple(samples.shape), seed, device=device), chosen, text,
+                guidance_scale=guidance, frame_rate=frame_rate, initial=samples.to(device),
+                conditions=conditions_from_mask(samples, latent.get("noise_mask")), on_step=on_step,
+            )  # fmt: skip
+        return ({"samples": out.cpu()},)

@@ -1,0 +1,38 @@
+"""Prompt and negative prompt → two ComfyUI CONDITIONINGs (T5 hidden states with their masks)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..ltx_core import DEFAULT_NEGATIVE_PROMPT
+from .types import CATEGORY, TEXT_ENCODER, Loaded, to_conditioning
+
+
+class LTXPackTextEncode:
+    DESCRIPTION = "Encodes the prompt and the negative prompt with T5 for the LTX-Video sampler."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING")
+    RETURN_NAMES = ("positive", "negative")
+    OUTPUT_TOOLTIPS = ("The encoded prompt.", "The encoded negative prompt (the unguided branch of guidance).")
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {
+            "text_encoder": (TEXT_ENCODER, {"tooltip": "From the LTX text encoder loader."}),
+            "prompt": ("STRING", {"multiline": True, "dynamicPrompts": True, "default": "",
+                                  "tooltip": "What to show. LTX-Video likes long, detailed descriptions of the "
+                                             "scene, the motion and the camera."}),
+            "negative_prompt": ("STRING", {"multiline": True, "default": DEFAULT_NEGATIVE_PROMPT,
+                                           "tooltip": "What to avoid (used when guidance is not 1)."}),
+            "max_tokens": ("INT", {"default": 256, "min": 8, "max": 1024, "step": 8,
+                                   "tooltip": "Prompts are cut to this many T5 tokens: 128 for releases up to "
+                                              "0.9.1, 256 from 0.9.5 on."}),
+        }}  # fmt: skip
+
+    def encode(self, text_encoder: Loaded, prompt: str, negative_prompt: str, max_tokens: int) -> tuple:
+        text_encoder.handle.load()  # on its device, with room made by ComfyUI's memory manager
+        with torch.inference_mode():
+            text = text_encoder.module.encode(prompt, negative_prompt, max_tokens)
+        negative = text.negative
+        return to_conditioning(text.context, text.mask), to_conditioning(negative.context, negative.mask)

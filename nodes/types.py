@@ -1,0 +1,78 @@
+"""The pack's own socket types, the objects they carry, and conversions at ComfyUI's edges.
+
+Nothing here imports ComfyUI: CONDITIONING and LATENT are plain lists, dicts and tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..ltx_core import Conditioning
+from ..ltx_core.defaults import ReleaseDefaults, defaults_for
+
+CATEGORY = "LTX-Video (pack)"
+
+# Socket type names: links connect only equal names, so these keep our objects on our nodes.
+MODEL = "LTXPACK_MODEL"
+VAE = "LTXPACK_VAE"
+TEXT_ENCODER = "LTXPACK_TEXT_ENCODER"
+
+DEVICES = ["default", "cpu"]
+DEVICE_TOOLTIP = "default: ComfyUI's GPU, with its memory manager offloading other models; cpu: keep on the CPU."
+WEIGHT_DTYPES = {
+    "default": None,  # as stored in the file
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp32": torch.float32,
+    "fp8_e4m3fn": torch.float8_e4m3fn,
+    "fp8_e5m2": torch.float8_e5m2,
+}
+TEXT_DTYPES = {k: WEIGHT_DTYPES[k] for k in ("default", "bf16", "fp16", "fp32")}
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A loaded component (`handle.module`, placed by the bridge) and the release it belongs to."""
+
+    handle: Any  # comfy_bridge.Managed: .module and .load() -> device
+    release: str
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.handle.module
+
+    @property
+    def defaults(self) -> ReleaseDefaults:
+        return defaults_for(self.release)
+
+
+def to_conditioning(context: torch.Tensor, mask: torch.Tensor) -> list:
+    """(B, L, D) hidden states and (B, L) mask → ComfyUI CONDITIONING, on the CPU."""
+    return [[context.float().cpu(), {"attention_mask": mask.cpu()}]]
+
+
+def from_conditioning(positive: list, negative: list | None, dtype: torch.dtype) -> Conditioning:
+    """ComfyUI CONDITIONING (ours, or core's T5 encoders') → Conditioning in `dtype`. The first entry
+    of each list is used; a missing attention mask means every token counts."""
+
+    def one(cond: list, name: str) -> Conditioning:
+        if not cond:
+            raise ValueError(f"the {name} CONDITIONING is empty; connect a text encode node's {name} output")
+        context, extras = cond[0][0], cond[0][1]
+        mask = extras.get("attention_mask")
+        if mask is None:
+            mask = torch.ones(context.shape[:2], dtype=torch.int64)
+        return Conditioning(context.to(dtype), mask.reshape(context.shape[:2]).to(torch.int64))
+
+    positive_cond = one(positive, "positive")
+    if negative is None:
+        return positive_cond
+    return Conditioning(positive_cond.context, positive_cond.mask, one(negative, "negative"))
+
+
+def field(kind: Any, tooltip: str, **options: Any) -> tuple:
+    """One INPUT_TYPES entry: a type name or combo list, and its options with the tooltip."""
+    return (kind, {**options, "tooltip": tooltip})

@@ -1,0 +1,106 @@
+"""Tiny random-weight model files in ComfyUI's models/ layout, under the names the workflows use.
+
+Latents have the released 128 channels (ComfyUI's LTX nodes and our empty latent assume them); the
+transformer has 32 heads of width 2 so that its GGUF copy needs no config (heads are inferred).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tiny import TINY_VAE_LAYOUTS, random_state_dict, random_vae_state_dict, tiny_transformer_config, train_tiny_spiece
+
+CHECKPOINT = "ltx-video-2b-v0.9.1.safetensors"
+GGUF = "ltx-video-2b-v0.9.1-Q8_0.gguf"
+VAE = "ltx-video-2b-v0.9.1-vae.safetensors"
+T5 = "t5xxl_fp16.safetensors"
+T5_FP8 = "t5xxl_fp8_e4m3fn.safetensors"
+IMAGES = ("example.png", "first_frame.png", "last_frame.png")
+
+
+def _transformer_tensors() -> tuple[object, dict[str, torch.Tensor]]:
+    from ltx_core import LTXVideoTransformer
+
+    cfg = dataclasses.replace(
+        tiny_transformer_config(heads=32, head_dim=2, layers=1), in_channels=128, out_channels=128, caption_channels=32
+    )
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in LTXVideoTransformer(cfg).state_dict().items()}
+    return cfg, random_state_dict(shapes, 31)
+
+
+def _vae_tensors() -> tuple[dict, dict[str, torch.Tensor]]:
+    from ltx_core import VAEConfig, VideoVAE
+
+    metadata = {**TINY_VAE_LAYOUTS["0.9.1"][0], "latent_channels": 128}
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in VideoVAE(VAEConfig.from_metadata(metadata)).state_dict().items()}
+    return metadata, random_vae_state_dict(shapes, 32)
+
+
+def _t5_tensors() -> dict[str, torch.Tensor]:
+    import transformers
+
+    config = transformers.T5Config(
+        vocab_size=100, d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, relative_attention_num_buckets=32,
+        relative_attention_max_distance=128, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
+    )  # fmt: skip
+    torch.manual_seed(33)
+    weights = transformers.T5EncoderModel(config).state_dict()
+    return {k: v.clone() for k, v in weights.items() if k != "encoder.embed_tokens.weight"}  # tied to shared
+
+
+def _write_gguf(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "ltxv")
+    for name, tensor in tensors.items():
+        data = tensor.float().numpy()
+        if data.ndim == 2:  # linear weights quantized, as city96's files; the rest stays F32
+            raw = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(name, raw, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def write_comfy_models(models: Path) -> dict[str, Path]:
+    """checkpoints/, diffusion_models/, vae/ and text_encoders/ (with spiece.model) under `models`."""
+    from safetensors.torch import save_file
+
+    for folder in ("checkpoints", "diffusion_models", "vae", "text_encoders"):
+        (models / folder).mkdir(parents=True, exist_ok=True)
+    cfg, transformer = _transformer_tensors()
+    vae_metadata, vae = _vae_tensors()
+    single = {
+        **{f"model.diffusion_model.{k}": v for k, v in transformer.items()},
+        **{f"vae.{k}": v for k, v in vae.items()},
+    }
+    config = json.dumps({"transformer": cfg.to_metadata(), "vae": vae_metadata})
+    save_file(single, models / "checkpoints" / CHECKPOINT, metadata={"config": config})
+    save_file(vae, models / "vae" / VAE, metadata={"config": json.dumps({"vae": vae_metadata})})
+    _write_gguf(models / "diffusion_models" / GGUF, transformer)
+    t5 = _t5_tensors()
+    save_file(t5, models / "text_encoders" / T5)
+    fp8 = {k: v.to(torch.float8_e4m3fn) if v.ndim == 2 and k != "shared.weight" else v for k, v in t5.items()}
+    save_file(fp8, models / "text_encoders" / T5_FP8)
+    (models / "text_encoders" / "spiece.model").write_bytes(train_tiny_spiece())
+    return {"models": models}
+
+
+def write_input_images(folder: Path) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for index, name in enumerate(IMAGES):
+        pixels = (rng.random((48 + 8 * index, 40, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / name)

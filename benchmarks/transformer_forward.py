@@ -52,6 +52,10 @@ def time_cuda(fn, iters: int, warmup: int = 3) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--regional", action="store_true", help="compile one transformer block, reused by all")
+    parser.add_argument("--cudnn", action="store_true", help="also time with the cuDNN attention backend")
+    parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels (eager, and compiled)")
+    parser.add_argument("--mode", default=None, help="torch.compile mode for --regional")
     parser.add_argument("--diffusers", action="store_true")
     parser.add_argument("--iters", type=int, default=10)
     args = parser.parse_args()
@@ -81,6 +85,13 @@ def main() -> None:
         report("ours eager", time_cuda(ours, args.iters))
         peak = torch.cuda.max_memory_allocated() / 2**30
         reference_out = ours().float()
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                ours()
+                torch.cuda.synchronize()
+            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=20), flush=True)
 
         if args.compile:
             compiled = torch.compile(model)
@@ -90,6 +101,30 @@ def main() -> None:
             print(f"compile (first call): {time.perf_counter() - t0:.1f} s", flush=True)
             print(f"compiled vs eager max |Δ| {(out.float() - reference_out).abs().max():.4f}", flush=True)
             report("ours torch.compile", time_cuda(lambda: compiled(x, sigma, context, mask, positions), args.iters))
+
+        if args.cudnn:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                report("ours eager, cuDNN attention", time_cuda(ours, args.iters))
+
+        if args.regional:
+            t0 = time.perf_counter()
+            for block in model.transformer_blocks:
+                block.compile(mode=args.mode)
+            out = ours()
+            torch.cuda.synchronize()
+            print(f"regional compile (first call): {time.perf_counter() - t0:.1f} s", flush=True)
+            print(f"regional vs eager max |Δ| {(out.float() - reference_out).abs().max():.4f}", flush=True)
+            report(f"blocks compiled {args.mode or ''}", time_cuda(ours, args.iters))
+            if args.profile:
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    ours()
+                    torch.cuda.synchronize()
+                print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25), flush=True)
+            if args.cudnn:
+                with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                    report("blocks compiled, cuDNN", time_cuda(ours, args.iters))
 
         if args.diffusers:
             from diffusers import LTXVideoTransformer3DModel

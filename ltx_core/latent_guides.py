@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .sampling.conditioning import FrameCondition
+from .sampling.conditioning import FrameCondition, check_fits
 from .sampling.schedule import custom_sigmas, make_schedule, partial_schedule
 from .types import VAE_TEMPORAL_SCALE
 
@@ -32,19 +32,9 @@ def add_condition(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Write `condition` into latents (B, C, F, H, W): its clean latents at its frames and noise mask
     1 − strength there. Returns new (latents, noise_mask (B, 1, F, 1, 1)); the inputs are not changed."""
-    b, c, f, h, w = latents.shape
-    cb, cc, cf, ch, cw = condition.latents.shape
-    start = condition.latent_frame
-    if cc != c or (ch, cw) != (h, w) or cb not in (1, b):
-        raise ValueError(
-            f"condition latents {tuple(condition.latents.shape)} do not fit the video latents {tuple(latents.shape)}: "
-            "encode the image at the video's width and height"
-        )
-    if start + cf > f:
-        raise ValueError(
-            f"a condition of {cf} latent frames at frame {condition.frame} runs past the video's {f} latent "
-            "frames: start it earlier or make the video longer"
-        )
+    check_fits(condition, latents.shape)
+    b, _, f, _, _ = latents.shape
+    start, cf = condition.latent_frame, condition.latents.shape[2]
     mask = torch.ones(b, 1, f, 1, 1) if noise_mask is None else noise_mask.expand(b, 1, f, -1, -1).clone()
     latents = latents.clone()
     latents[:, :, start : start + cf] = condition.latents.to(latents)

@@ -17,7 +17,13 @@ from ltx_core.sampling.noise import seeded_noise
 from ltx_core.sampling.sampler import sample
 from ltx_core.sampling.schedule import shifted_sigmas
 from ltx_core.text.encoder import Conditioning
-from tiny import TINY_VAE_LAYOUTS, random_state_dict, random_vae_state_dict, tiny_transformer_config
+from tiny import (
+    TINY_VAE_LAYOUTS,
+    diffusers_ltx_scheduler,
+    random_state_dict,
+    random_vae_state_dict,
+    tiny_transformer_config,
+)
 
 pytestmark = pytest.mark.parity
 
@@ -54,14 +60,7 @@ def parts():
     kinds = ([b.kind for b in vae_cfg.encoder_blocks], [b.kind for b in vae_cfg.decoder_blocks])
     reference_vae.load_state_dict(vae_to_diffusers(vae_weights, *kinds))
 
-    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(
-        use_dynamic_shifting=True,
-        base_shift=0.95,
-        max_shift=2.05,
-        base_image_seq_len=1024,
-        max_image_seq_len=4096,
-        shift_terminal=0.1,
-    )
+    scheduler = diffusers_ltx_scheduler()
     modules = dict(scheduler=scheduler, vae=reference_vae, text_encoder=None, tokenizer=None, transformer=reference)
     gen = torch.Generator().manual_seed(13)
     mask = torch.ones(2, 6, dtype=torch.int64)

@@ -20,6 +20,7 @@ from ltx_core.sampling.schedule import (
     shifted_sigmas,
 )
 from ltx_core.text.encoder import Conditioning
+from tiny import diffusers_ltx_scheduler
 
 SHAPE = (2, 4, 3, 2, 3)  # B, C, F, H, W
 
@@ -65,17 +66,10 @@ def test_shifted_schedule_known_values():
 @pytest.mark.parity
 @pytest.mark.parametrize(("steps", "tokens"), [(40, 6144), (20, 4992), (8, 600), (50, 13376)])
 def test_shifted_schedule_matches_diffusers(steps, tokens):
-    schedulers = pytest.importorskip("diffusers.schedulers.scheduling_flow_match_euler_discrete")
+    pytest.importorskip("diffusers")
     from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
 
-    scheduler = schedulers.FlowMatchEulerDiscreteScheduler(
-        use_dynamic_shifting=True,
-        base_shift=0.95,
-        max_shift=2.05,
-        base_image_seq_len=1024,
-        max_image_seq_len=4096,
-        shift_terminal=0.1,
-    )
+    scheduler = diffusers_ltx_scheduler()
     mu = calculate_shift(tokens, 1024, 4096, 0.95, 2.05)
     scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
     assert (shifted_sigmas(steps, tokens) - scheduler.sigmas).abs().max() <= 1e-6

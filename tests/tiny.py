@@ -236,3 +236,17 @@ def write_tiny_checkpoints(folder, layout: str = "0.9.1") -> dict[str, object]:
     transformers.T5EncoderModel(t5_config).save_pretrained(text_encoder)
     (text_encoder / "spiece.model").write_bytes(spiece)
     return {"checkpoint": checkpoint, "text_encoder": text_encoder}
+
+
+def diffusers_ltx_scheduler():
+    """diffusers' scheduler configured as LTX-Video 0.9.0 / 0.9.1 ship it (resolution shift, terminal 0.1)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=True,
+        base_shift=0.95,
+        max_shift=2.05,
+        base_image_seq_len=1024,
+        max_image_seq_len=4096,
+        shift_terminal=0.1,
+    )

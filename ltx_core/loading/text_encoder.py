@@ -135,6 +135,7 @@ def _adopt(model: T5EncoderModel, tensors: dict[str, torch.Tensor], path: Path) 
     try:
         materialize(model, tensors, what="T5 text encoder", consume=True)
     except CheckpointMismatchError as exc:
+        tensors.clear()  # the traceback keeps frames alive; the weights must not stay with it
         raise CheckpointError(path, str(exc), "weights matching the detected T5 configuration") from exc
     model.encoder.embed_tokens = model.shared
     return model

@@ -43,6 +43,22 @@ class FrameCondition:
         return self.frame // VAE_TEMPORAL_SCALE
 
 
+def check_fits(cond: FrameCondition, shape: Sequence[int]) -> None:
+    """Raise ValueError unless `cond` fits a latent video of `shape` (B, C, F, H, W)."""
+    b, c, f, h, w = shape
+    cb, cc, cf, ch, cw = cond.latents.shape
+    if cc != c or (ch, cw) != (h, w) or cb not in (1, b):
+        raise ValueError(
+            f"condition latents {tuple(cond.latents.shape)} do not fit the video latents {tuple(shape)}: "
+            "encode the image at the video's width and height"
+        )
+    if cond.latent_frame + cf > f:
+        raise ValueError(
+            f"a condition of {cf} latent frames at frame {cond.frame} runs past the video's {f} latent "
+            f"frames ({1 + (f - 1) * VAE_TEMPORAL_SCALE} pixel frames): start it earlier or make the video longer"
+        )
+
+
 def condition_latents(
     shape: Sequence[int], conditions: Sequence[FrameCondition], device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,18 +68,8 @@ def condition_latents(
     clean = torch.zeros(b, c, f, h, w, device=device)
     strength = torch.zeros(b, 1, f, h, w, device=device)
     for cond in conditions:
-        cb, cc, cf, ch, cw = cond.latents.shape
-        start = cond.latent_frame
-        if cc != c or (ch, cw) != (h, w) or cb not in (1, b):
-            raise ValueError(
-                f"condition latents {tuple(cond.latents.shape)} do not fit the video latents {tuple(shape)}: "
-                "encode the image at the video's width and height"
-            )
-        if start + cf > f:
-            raise ValueError(
-                f"a condition of {cf} latent frames at frame {cond.frame} runs past the video's {f} latent "
-                f"frames ({1 + (f - 1) * VAE_TEMPORAL_SCALE} pixel frames): start it earlier or make the video longer"
-            )
+        check_fits(cond, shape)
+        start, cf = cond.latent_frame, cond.latents.shape[2]
         clean[:, :, start : start + cf] = cond.latents.to(device=device, dtype=torch.float32)
         strength[:, :, start : start + cf] = cond.strength
     return clean, strength

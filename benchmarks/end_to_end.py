@@ -68,16 +68,28 @@ def build_models(small: bool) -> Models:
         vae_cfg = VAEConfig.from_metadata(TINY_VAE_LAYOUTS["0.9.1"][0])
         channels = vae_cfg.latent_channels
         transformer_cfg = TransformerConfig(
-            num_layers=2, num_heads=4, head_dim=16, cross_attention_dim=64, caption_channels=t5_width,
-            in_channels=channels, out_channels=channels,
-        )  # fmt: skip
+            num_layers=2,
+            num_heads=4,
+            head_dim=16,
+            cross_attention_dim=64,
+            caption_channels=t5_width,
+            in_channels=channels,
+            out_channels=channels,
+        )
     with torch.device("meta"):
         transformer = LTXVideoTransformer(transformer_cfg)
         vae = VideoVAE(vae_cfg)
         t5_config = transformers.T5Config(
-            vocab_size=32128, d_model=t5_width, d_kv=t5_width // t5_heads, num_heads=t5_heads, d_ff=ff,
-            num_layers=t5_layers, feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False,
-        )  # fmt: skip
+            vocab_size=32128,
+            d_model=t5_width,
+            d_kv=t5_width // t5_heads,
+            num_heads=t5_heads,
+            d_ff=ff,
+            num_layers=t5_layers,
+            feed_forward_proj="gated-gelu",
+            is_encoder_decoder=False,
+            use_cache=False,
+        )
         t5 = transformers.T5EncoderModel(t5_config)
     tokenizer = PromptTokenizer(
         source=Path("stand-in"),

@@ -100,10 +100,16 @@ def main() -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # bf16 convs are slow on CPU
     config = RELEASES[args.release]
     frames, h, w = SMALL_LATENT if args.small else LATENT
-    decode_plan = TilingPlan(tile=2, overlap=1, frames=2, frame_overlap=1) if args.small else TilingPlan(
-        tile=12, overlap=4, frames=8, frame_overlap=2)  # fmt: skip
-    encode_plan = TilingPlan(tile=2, overlap=1, frames=1, frame_overlap=0) if args.small else TilingPlan(
-        tile=12, overlap=4, frames=4, frame_overlap=0)  # fmt: skip
+    decode_plan = (
+        TilingPlan(tile=2, overlap=1, frames=2, frame_overlap=1)
+        if args.small
+        else TilingPlan(tile=12, overlap=4, frames=8, frame_overlap=2)
+    )
+    encode_plan = (
+        TilingPlan(tile=2, overlap=1, frames=1, frame_overlap=0)
+        if args.small
+        else TilingPlan(tile=12, overlap=4, frames=4, frame_overlap=0)
+    )
 
     vae = VideoVAE.from_state_dict(config, random_weights(config, device, dtype), dtype=dtype, device=device)
     vae.eval()
@@ -130,11 +136,21 @@ def main() -> None:
         tiled = decode(decode_plan).float()
         error = ((tiled - untiled).abs().mean() / untiled.abs().mean()).item()
         print(f"tiled vs untiled decode: mean |Δ| / mean |x| = {error:.4f}", flush=True)
-        rows.append(("decode untiled", *timed(lambda: decode("off"), device, args.warmup, args.iters),
-                     estimate(pixels, per_decode)))  # fmt: skip
-        rows.append((f"decode tiled {decode_plan.tile}/{decode_plan.overlap} × {decode_plan.frames}/"
-                     f"{decode_plan.frame_overlap}", *timed(lambda: decode(decode_plan), device, args.warmup,
-                     args.iters), estimate(piece_pixels(decode_plan), per_decode)))  # fmt: skip
+        rows.append(
+            (
+                "decode untiled",
+                *timed(lambda: decode("off"), device, args.warmup, args.iters),
+                estimate(pixels, per_decode),
+            )
+        )
+        rows.append(
+            (
+                f"decode tiled {decode_plan.tile}/{decode_plan.overlap} × {decode_plan.frames}/"
+                f"{decode_plan.frame_overlap}",
+                *timed(lambda: decode(decode_plan), device, args.warmup, args.iters),
+                estimate(piece_pixels(decode_plan), per_decode),
+            )
+        )
         if args.channels_last:
             cl_vae = vae.to(memory_format=torch.channels_last_3d)
             cl_latents = latents.contiguous(memory_format=torch.channels_last_3d)
@@ -142,8 +158,9 @@ def main() -> None:
             rows.append(("decode untiled channels_last", *timed(run, device, args.warmup, args.iters), float("nan")))
             vae.to(memory_format=torch.contiguous_format)
         if args.compile:
-            compiled = VideoVAE.from_state_dict(config, random_weights(config, device, dtype), dtype=dtype,
-                                                device=device)  # fmt: skip
+            compiled = VideoVAE.from_state_dict(
+                config, random_weights(config, device, dtype), dtype=dtype, device=device
+            )
             compiled.decoder = torch.compile(compiled.decoder)
             t0 = time.perf_counter()
             decode("off", compiled)
@@ -151,18 +168,29 @@ def main() -> None:
             run = lambda: decode("off", compiled)  # noqa: E731
             rows.append(("decode untiled compiled", *timed(run, device, args.warmup, args.iters), float("nan")))
             del compiled
-        rows.append(("encode untiled", *timed(lambda: vae.encode(video, tiling="off"), device, args.warmup,
-                     args.iters), estimate(pixels, per_encode)))  # fmt: skip
+        rows.append(
+            (
+                "encode untiled",
+                *timed(lambda: vae.encode(video, tiling="off"), device, args.warmup, args.iters),
+                estimate(pixels, per_encode),
+            )
+        )
         encode_pixels = (1 + 8 * encode_plan.frames) * 32 * min(encode_plan.tile, h) * 32 * min(encode_plan.tile, w)
-        rows.append((f"encode tiled {encode_plan.tile}/{encode_plan.overlap} × {encode_plan.frames}",
-                     *timed(lambda: vae.encode(video, tiling=encode_plan), device, args.warmup, args.iters),
-                     estimate(encode_pixels, per_encode)))  # fmt: skip
+        rows.append(
+            (
+                f"encode tiled {encode_plan.tile}/{encode_plan.overlap} × {encode_plan.frames}",
+                *timed(lambda: vae.encode(video, tiling=encode_plan), device, args.warmup, args.iters),
+                estimate(encode_pixels, per_encode),
+            )
+        )
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"\n{name}, VAE {args.release}, {dtype}, {32 * w}×{32 * h}×{pixel_frames}, torch {torch.__version__}")
-    print(f"weights: {sum(p.numel() * p.element_size() for p in vae.parameters()) / GiB:.2f} GiB; "
-          "Δ peak = peak less the weights and inputs; est. = tiling.py's estimate of Δ peak for one piece "
-          "(a tiled run adds its output and blend buffer)")  # fmt: skip
+    print(
+        f"weights: {sum(p.numel() * p.element_size() for p in vae.parameters()) / GiB:.2f} GiB; "
+        "Δ peak = peak less the weights and inputs; est. = tiling.py's estimate of Δ peak for one piece "
+        "(a tiled run adds its output and blend buffer)"
+    )
     print(f"{'variant':<34}{'median ms':>11}{'peak GiB':>10}{'Δ peak GiB':>12}{'est. GiB':>10}")
     for label, median, peak, delta, guess in rows:
         print(f"{label:<34}{median:>11.1f}{peak:>10.2f}{delta:>12.2f}{guess:>10.2f}")

@@ -86,15 +86,26 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, args.text_encoder, vae=args.vae, tokenizer=args.tokenizer, dtype=DTYPES[args.dtype]
         )
         settings = Settings(
-            width=args.width, height=args.height, frames=args.frames, frame_rate=args.fps, steps=args.steps,
-            guidance_scale=args.guidance, seed=args.seed, device=args.device,
-        )  # fmt: skip
+            width=args.width,
+            height=args.height,
+            frames=args.frames,
+            frame_rate=args.fps,
+            steps=args.steps,
+            guidance_scale=args.guidance,
+            seed=args.seed,
+            device=args.device,
+        )
         if args.image is not None:
             image = read_image(args.image)
             frames = image_to_video(
-                models, image, args.prompt, args.negative_prompt, settings,
-                strength=args.image_strength, on_step=ProgressBar(),
-            )  # fmt: skip
+                models,
+                image,
+                args.prompt,
+                args.negative_prompt,
+                settings,
+                strength=args.image_strength,
+                on_step=ProgressBar(),
+            )
         else:
             frames = text_to_video(models, args.prompt, args.negative_prompt, settings, on_step=ProgressBar())
     except (ValueError, FileNotFoundError) as error:  # bad files and settings come with their explanation

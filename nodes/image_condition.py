@@ -25,18 +25,50 @@ class LTXPackImageCondition:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        return {"required": {
-            "latent": ("LATENT", {"tooltip": "The latent video to condition (from the empty latent video node)."}),
-            "vae": (VAE, {"tooltip": "From the LTX model loader."}),
-            "image": ("IMAGE", {"tooltip": "One image, or a clip of 1 + 8·k frames; resized and centre-cropped "
-                                "to the video's size."}),
-            "frame": ("INT", {"default": 0, "min": -8193, "max": 8192, "step": 1, "tooltip": "Pixel frame it "
-                      "starts at: 0 = first; a multiple of 8; negative counts from the end (−1 = last frame)."}),
-            "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
-                         "1 keeps the frame exactly; lower values let the model change it."}),
-            "compression": ("INT", {"default": 29, "min": 0, "max": 51, "tooltip": "H.264 CRF applied to the "
-                            "image first so it looks like the video frames the model learned from (0 = none)."}),
-        }}  # fmt: skip
+        return {
+            "required": {
+                "latent": ("LATENT", {"tooltip": "The latent video to condition (from the empty latent video node)."}),
+                "vae": (VAE, {"tooltip": "From the LTX model loader."}),
+                "image": (
+                    "IMAGE",
+                    {
+                        "tooltip": "One image, or a clip of 1 + 8·k frames; resized and centre-cropped "
+                        "to the video's size."
+                    },
+                ),
+                "frame": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": -8193,
+                        "max": 8192,
+                        "step": 1,
+                        "tooltip": "Pixel frame it "
+                        "starts at: 0 = first; a multiple of 8; negative counts from the end (−1 = last frame).",
+                    },
+                ),
+                "strength": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "1 keeps the frame exactly; lower values let the model change it.",
+                    },
+                ),
+                "compression": (
+                    "INT",
+                    {
+                        "default": 29,
+                        "min": 0,
+                        "max": 51,
+                        "tooltip": "H.264 CRF applied to the "
+                        "image first so it looks like the video frames the model learned from (0 = none).",
+                    },
+                ),
+            }
+        }
 
     def condition(self, latent: dict, vae: Loaded, image: torch.Tensor, frame: int, strength: float, compression: int):
         if not 0 <= strength <= 1:

@@ -55,11 +55,13 @@ class LTXPackVAEEncode:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        return {"required": {
-            "pixels": ("IMAGE", {"tooltip": "The frames of one video, in order."}),
-            "vae": (VAE, {"tooltip": "From the LTX model loader."}),
-            "tiling": (TILING, {"default": "auto", "tooltip": TILING_TOOLTIP}),
-        }}  # fmt: skip
+        return {
+            "required": {
+                "pixels": ("IMAGE", {"tooltip": "The frames of one video, in order."}),
+                "vae": (VAE, {"tooltip": "From the LTX model loader."}),
+                "tiling": (TILING, {"default": "auto", "tooltip": TILING_TOOLTIP}),
+            }
+        }
 
     def encode(self, pixels: torch.Tensor, vae: Loaded, tiling: str) -> tuple:
         frames, height, width = pixels.shape[:3]
@@ -80,17 +82,43 @@ class LTXPackVAEDecode:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        return {"required": {
-            "samples": ("LATENT", {"tooltip": "From the sampler."}),
-            "vae": (VAE, {"tooltip": "From the LTX model loader."}),
-            "decode_timestep": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
-                                "Noise level the decoder is told to remove (0.9.1+ VAEs; 0.05 as released)."}),
-            "decode_noise_scale": ("FLOAT", {"default": 0.025, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
-                                   "Noise mixed into the latents before decoding (0.025 as released)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                             "tooltip": "Seed of the decode noise."}),
-            "tiling": (TILING, {"default": "auto", "tooltip": TILING_TOOLTIP}),
-        }}  # fmt: skip
+        return {
+            "required": {
+                "samples": ("LATENT", {"tooltip": "From the sampler."}),
+                "vae": (VAE, {"tooltip": "From the LTX model loader."}),
+                "decode_timestep": (
+                    "FLOAT",
+                    {
+                        "default": 0.05,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.001,
+                        "tooltip": "Noise level the decoder is told to remove (0.9.1+ VAEs; 0.05 as released).",
+                    },
+                ),
+                "decode_noise_scale": (
+                    "FLOAT",
+                    {
+                        "default": 0.025,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.001,
+                        "tooltip": "Noise mixed into the latents before decoding (0.025 as released).",
+                    },
+                ),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 0xFFFFFFFFFFFFFFFF,
+                        "control_after_generate": True,
+                        "tooltip": "Seed of the decode noise.",
+                    },
+                ),
+                "tiling": (TILING, {"default": "auto", "tooltip": TILING_TOOLTIP}),
+            }
+        }
 
     def decode(self, samples: dict, vae: Loaded, decode_timestep, decode_noise_scale, seed, tiling) -> tuple:
         device = vae.handle.load()
@@ -98,8 +126,11 @@ class LTXPackVAEDecode:
         with bridge.interruptible(vae.module), torch.inference_mode():
             latents = samples["samples"].to(device)
             pixels = vae.module.decode(
-                latents, decode_timestep, noise_scale=decode_noise_scale, generator=generator,
+                latents,
+                decode_timestep,
+                noise_scale=decode_noise_scale,
+                generator=generator,
                 **_tiling(vae.module.decode, tiling),
-            )  # fmt: skip
+            )
         frames = frames_from_video_tensor(pixels.cpu())  # (B, T, H, W, 3)
         return (frames.flatten(0, 1),)

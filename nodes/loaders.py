@@ -38,16 +38,33 @@ class LTXPackModelLoader:
     @classmethod
     def INPUT_TYPES(cls) -> dict:
         models = bridge.list_models(MODEL_FOLDERS)
-        return {"required": {
-            "model_name": (models, {"tooltip": "Checkpoint, transformer-only safetensors or GGUF file, from "
-                                   "models/checkpoints or models/diffusion_models."}),
-            "vae_name": ([FROM_MODEL, *bridge.list_models(VAE_FOLDERS)], {
-                "tooltip": "Where the VAE comes from: the model file itself (full checkpoints), or a VAE file "
-                           "from models/vae; a full checkpoint in models/checkpoints works too (its VAE part)."}),
-            "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip": "Transformer weight dtype: "
-                             "default keeps the file's; fp8 halves the memory of bf16 (computes in bf16)."}),
-            "device": (DEVICES, {"default": "default", "tooltip": DEVICE_TOOLTIP}),
-        }}  # fmt: skip
+        return {
+            "required": {
+                "model_name": (
+                    models,
+                    {
+                        "tooltip": "Checkpoint, transformer-only safetensors or GGUF file, from "
+                        "models/checkpoints or models/diffusion_models."
+                    },
+                ),
+                "vae_name": (
+                    [FROM_MODEL, *bridge.list_models(VAE_FOLDERS)],
+                    {
+                        "tooltip": "Where the VAE comes from: the model file itself (full checkpoints), or a VAE file "
+                        "from models/vae; a full checkpoint in models/checkpoints works too (its VAE part)."
+                    },
+                ),
+                "weight_dtype": (
+                    list(WEIGHT_DTYPES),
+                    {
+                        "default": "default",
+                        "tooltip": "Transformer weight dtype: "
+                        "default keeps the file's; fp8 halves the memory of bf16 (computes in bf16).",
+                    },
+                ),
+                "device": (DEVICES, {"default": "default", "tooltip": DEVICE_TOOLTIP}),
+            }
+        }
 
     def load(self, model_name: str, vae_name: str, weight_dtype: str, device: str) -> tuple:
         path = bridge.model_path(MODEL_FOLDERS, model_name)
@@ -76,13 +93,22 @@ class LTXPackTextEncoderLoader:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        return {"required": {
-            "text_encoder_name": (bridge.list_models(TEXT_FOLDERS), {"tooltip": "T5 encoder file or folder in "
-                                  "models/text_encoders, e.g. t5xxl_fp16.safetensors."}),
-            "dtype": (list(TEXT_DTYPES), {"default": "default", "tooltip": "Compute dtype: default keeps the "
-                      "file's (bf16 for fp8 and GGUF files)."}),
-            "device": (DEVICES, {"default": "default", "tooltip": DEVICE_TOOLTIP}),
-        }}  # fmt: skip
+        return {
+            "required": {
+                "text_encoder_name": (
+                    bridge.list_models(TEXT_FOLDERS),
+                    {"tooltip": "T5 encoder file or folder in models/text_encoders, e.g. t5xxl_fp16.safetensors."},
+                ),
+                "dtype": (
+                    list(TEXT_DTYPES),
+                    {
+                        "default": "default",
+                        "tooltip": "Compute dtype: default keeps the file's (bf16 for fp8 and GGUF files).",
+                    },
+                ),
+                "device": (DEVICES, {"default": "default", "tooltip": DEVICE_TOOLTIP}),
+            }
+        }
 
     def load(self, text_encoder_name: str, dtype: str, device: str) -> tuple:
         path = bridge.model_path(TEXT_FOLDERS, text_encoder_name)

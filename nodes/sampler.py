@@ -71,8 +71,20 @@ class LTXPackSampler:
             },
         }
 
-    def sample(self, model: Loaded, positive, negative, latent, seed, steps, guidance, schedule, frame_rate, denoise,
-               sigmas=None):  # fmt: skip
+    def sample(
+        self,
+        model: Loaded,
+        positive,
+        negative,
+        latent,
+        seed,
+        steps,
+        guidance,
+        schedule,
+        frame_rate,
+        denoise,
+        sigmas=None,
+    ):
         samples = latent["samples"]
         transformer = model.module
         if samples.ndim != 5 or samples.shape[1] != transformer.config.in_channels:
@@ -87,8 +99,14 @@ class LTXPackSampler:
         on_step = bridge.step_callback(len(chosen) - 1, samples.shape[1])
         with torch.inference_mode():
             out = sample(
-                transformer, seeded_noise(tuple(samples.shape), seed, device=device), chosen, text,
-                guidance_scale=guidance, frame_rate=frame_rate, initial=samples.to(device),
-                conditions=conditions_from_mask(samples, latent.get("noise_mask")), on_step=on_step,
-            )  # fmt: skip
+                transformer,
+                seeded_noise(tuple(samples.shape), seed, device=device),
+                chosen,
+                text,
+                guidance_scale=guidance,
+                frame_rate=frame_rate,
+                initial=samples.to(device),
+                conditions=conditions_from_mask(samples, latent.get("noise_mask")),
+                on_step=on_step,
+            )
         return ({"samples": out.cpu()},)

@@ -19,18 +19,44 @@ class LTXPackSaveVideo:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        return {"required": {
-            "images": ("IMAGE", {"tooltip": "The frames, in order (from the LTX VAE decode node)."}),
-            "frame_rate": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01,
-                                     "tooltip": "Frames per second of the file; match the sampler's frame rate."}),
-            "filename_prefix": ("STRING", {"default": "LTXVideo", "tooltip": "File name start; may contain "
-                                "sub-folders (video/ltx) and ComfyUI's %date:yyyy-MM-dd% tokens."}),
-            "crf": ("INT", {"default": 19, "min": 0, "max": 51, "tooltip": "H.264 quality: 0 lossless, 19 "
-                            "visually clean, 51 worst; lower values make larger files."}),
-        }, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}  # fmt: skip
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The frames, in order (from the LTX VAE decode node)."}),
+                "frame_rate": (
+                    "FLOAT",
+                    {
+                        "default": 25.0,
+                        "min": 1.0,
+                        "max": 120.0,
+                        "step": 0.01,
+                        "tooltip": "Frames per second of the file; match the sampler's frame rate.",
+                    },
+                ),
+                "filename_prefix": (
+                    "STRING",
+                    {
+                        "default": "LTXVideo",
+                        "tooltip": "File name start; may contain "
+                        "sub-folders (video/ltx) and ComfyUI's %date:yyyy-MM-dd% tokens.",
+                    },
+                ),
+                "crf": (
+                    "INT",
+                    {
+                        "default": 19,
+                        "min": 0,
+                        "max": 51,
+                        "tooltip": "H.264 quality: 0 lossless, 19 "
+                        "visually clean, 51 worst; lower values make larger files.",
+                    },
+                ),
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
 
-    def save(self, images: torch.Tensor, frame_rate: float, filename_prefix: str, crf: int, prompt=None,
-             extra_pnginfo=None) -> dict:  # fmt: skip
+    def save(
+        self, images: torch.Tensor, frame_rate: float, filename_prefix: str, crf: int, prompt=None, extra_pnginfo=None
+    ) -> dict:
         if images.ndim != 4 or images.shape[0] == 0:
             raise ValueError(f"images of shape {tuple(images.shape)}: expected frames (count, height, width, 3)")
         height, width = images.shape[1:3]

@@ -18,17 +18,40 @@ class LTXPackTextEncode:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        return {"required": {
-            "text_encoder": (TEXT_ENCODER, {"tooltip": "From the LTX text encoder loader."}),
-            "prompt": ("STRING", {"multiline": True, "dynamicPrompts": True, "default": "",
-                                  "tooltip": "What to show. LTX-Video likes long, detailed descriptions of the "
-                                             "scene, the motion and the camera."}),
-            "negative_prompt": ("STRING", {"multiline": True, "default": DEFAULT_NEGATIVE_PROMPT,
-                                           "tooltip": "What to avoid (used when guidance is not 1)."}),
-            "max_tokens": ("INT", {"default": 256, "min": 8, "max": 1024, "step": 8,
-                                   "tooltip": "Prompts are cut to this many T5 tokens: 128 for releases up to "
-                                              "0.9.1, 256 from 0.9.5 on."}),
-        }}  # fmt: skip
+        return {
+            "required": {
+                "text_encoder": (TEXT_ENCODER, {"tooltip": "From the LTX text encoder loader."}),
+                "prompt": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "dynamicPrompts": True,
+                        "default": "",
+                        "tooltip": "What to show. LTX-Video likes long, detailed descriptions of the "
+                        "scene, the motion and the camera.",
+                    },
+                ),
+                "negative_prompt": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "default": DEFAULT_NEGATIVE_PROMPT,
+                        "tooltip": "What to avoid (used when guidance is not 1).",
+                    },
+                ),
+                "max_tokens": (
+                    "INT",
+                    {
+                        "default": 256,
+                        "min": 8,
+                        "max": 1024,
+                        "step": 8,
+                        "tooltip": "Prompts are cut to this many T5 tokens: 128 for releases up to "
+                        "0.9.1, 256 from 0.9.5 on.",
+                    },
+                ),
+            }
+        }
 
     def encode(self, text_encoder: Loaded, prompt: str, negative_prompt: str, max_tokens: int) -> tuple:
         text_encoder.handle.load()  # on its device, with room made by ComfyUI's memory manager

@@ -49,8 +49,20 @@ def server(tmp_path_factory):
     write_input_images(base / "input")
     port = _free_port()
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-    command = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
-               str(base), "--disable-api-nodes", "--preview-method", "latent2rgb"]  # fmt: skip
+    command = [
+        python,
+        "main.py",
+        "--cpu",
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--base-directory",
+        str(base),
+        "--disable-api-nodes",
+        "--preview-method",
+        "latent2rgb",
+    ]
     log = (base / "server.log").open("w")
     process = subprocess.Popen(command, cwd=COMFYUI, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

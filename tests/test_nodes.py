@@ -16,9 +16,16 @@ nodes = pack.nodes
 WIDGETS = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
 # ComfyUI's own LTX node ids (0.3.64): a pack node with one of these ids would be silently dropped.
 CORE_LTX_IDS = {
-    "EmptyLTXVLatentVideo", "LTXVImgToVideo", "LTXVAddGuide", "LTXVCropGuides", "LTXVConditioning",
-    "ModelSamplingLTXV", "LTXVScheduler", "LTXVPreprocess", "ModelMergeLTXV",
-}  # fmt: skip
+    "EmptyLTXVLatentVideo",
+    "LTXVImgToVideo",
+    "LTXVAddGuide",
+    "LTXVCropGuides",
+    "LTXVConditioning",
+    "ModelSamplingLTXV",
+    "LTXVScheduler",
+    "LTXVPreprocess",
+    "ModelMergeLTXV",
+}
 
 
 @pytest.fixture(scope="module")

@@ -119,10 +119,18 @@ def test_missing_tokenizer_says_what_and_where(tmp_path):
 def reference(hf_tokenizer):
     """A tiny T5 v1.1 encoder with random weights (non-trivial norms), float32, eval."""
     config = transformers.T5Config(
-        vocab_size=len(hf_tokenizer), d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2,
-        relative_attention_num_buckets=32, relative_attention_max_distance=128, feed_forward_proj="gated-gelu",
-        is_encoder_decoder=False, use_cache=False,
-    )  # fmt: skip
+        vocab_size=len(hf_tokenizer),
+        d_model=32,
+        d_kv=8,
+        num_heads=4,
+        d_ff=64,
+        num_layers=2,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        feed_forward_proj="gated-gelu",
+        is_encoder_decoder=False,
+        use_cache=False,
+    )
     torch.manual_seed(0)
     model = transformers.T5EncoderModel(config).eval()
     with torch.no_grad():

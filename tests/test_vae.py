@@ -83,9 +83,16 @@ def test_metadata_round_trip_and_diffusers_config(version):
 
 
 def test_original_shared_blocks_list_is_read():
-    metadata = {"_class_name": "CausalVideoAutoencoder", "dims": 3, "latent_channels": 128, "patch_size": 4,
-                "norm_layer": "pixel_norm", "latent_log_var": "uniform", "use_quant_conv": False,
-                "blocks": VAE_090.to_metadata()["encoder_blocks"]}  # fmt: skip
+    metadata = {
+        "_class_name": "CausalVideoAutoencoder",
+        "dims": 3,
+        "latent_channels": 128,
+        "patch_size": 4,
+        "norm_layer": "pixel_norm",
+        "latent_log_var": "uniform",
+        "use_quant_conv": False,
+        "blocks": VAE_090.to_metadata()["encoder_blocks"],
+    }
     assert VAEConfig.from_metadata(metadata) == VAE_090
 
 
@@ -126,8 +133,13 @@ def test_vae_keymap_matches_diffusers_module_names():
 
 
 def test_checkpoint_extras_are_handled():
-    sd = {"vae.encoder.x": 1, "vae.per_channel_statistics.channel": 2, "vae.per_channel_statistics.mean-of-stds": 3,
-          "vae.per_channel_statistics.std-of-means": 4, "model.diffusion_model.proj_out.weight": 5}  # fmt: skip
+    sd = {
+        "vae.encoder.x": 1,
+        "vae.per_channel_statistics.channel": 2,
+        "vae.per_channel_statistics.mean-of-stds": 3,
+        "vae.per_channel_statistics.std-of-means": 4,
+        "model.diffusion_model.proj_out.weight": 5,
+    }
     assert vae_state_dict(sd) == {"encoder.x": 1, "per_channel_statistics.std-of-means": 4}
 
 

@@ -70,8 +70,10 @@ def test_single_tile_encode_and_its_samples_match_untiled():
     whole_tile = TilingPlan(tile=2, overlap=1, frames=1, frame_overlap=0)
     with torch.no_grad():
         assert (vae.encode(video, tiling=whole_tile) - vae.encode(video, tiling="off")).abs().max() <= 1e-5
-        sampled = [vae.encode(video, sample=True, generator=torch.Generator().manual_seed(3), tiling=plan)
-                   for plan in ("off", whole_tile)]  # fmt: skip
+        sampled = [
+            vae.encode(video, sample=True, generator=torch.Generator().manual_seed(3), tiling=plan)
+            for plan in ("off", whole_tile)
+        ]
     assert (sampled[0] - sampled[1]).abs().max() <= 1e-5
 
 

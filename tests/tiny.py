@@ -62,8 +62,15 @@ _ENCODER_090 = [
 
 def _decoder_091(inject: bool) -> list:
     noisy = {"num_layers": 1, "inject_noise": inject}
-    return [["res_x", noisy], ["compress_all", _RES], ["res_x", noisy], ["compress_all", _RES], ["res_x", noisy],
-            ["compress_all", _RES], ["res_x", {"num_layers": 2, "inject_noise": False}]]  # fmt: skip
+    return [
+        ["res_x", noisy],
+        ["compress_all", _RES],
+        ["res_x", noisy],
+        ["compress_all", _RES],
+        ["res_x", noisy],
+        ["compress_all", _RES],
+        ["res_x", {"num_layers": 2, "inject_noise": False}],
+    ]
 
 
 _ORIGINAL_COMMON = {
@@ -108,7 +115,7 @@ TINY_VAE_LAYOUTS = {
             "encoder_blocks": _ENCODER_090,
             "decoder_blocks": _decoder_091(True),
             "timestep_conditioning": True,
-        },  # fmt: skip
+        },
         {
             **_DIFFUSERS_COMMON,
             "block_out_channels": (8, 16, 32, 32),
@@ -130,7 +137,7 @@ TINY_VAE_LAYOUTS = {
                 ["res_x", 1],
                 ["compress_all_res", {"multiplier": 2}],
                 ["res_x", 2],
-            ],  # fmt: skip
+            ],
             "decoder_blocks": _decoder_091(False),
             "timestep_conditioning": True,
         },
@@ -192,9 +199,18 @@ def train_tiny_spiece(vocab_size: int = 100) -> bytes:
     sentences = [" ".join(rng.choice(TOKENIZER_WORDS) for _ in range(12)) for _ in range(300)]
     buffer = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences), model_writer=buffer, vocab_size=vocab_size, hard_vocab_limit=False,
-        character_coverage=1.0, model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2,
-    )  # fmt: skip
+        sentence_iterator=iter(sentences),
+        model_writer=buffer,
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        minloglevel=2,
+    )
     return buffer.getvalue()
 
 
@@ -228,9 +244,17 @@ def write_tiny_checkpoints(folder, layout: str = "0.9.1") -> dict[str, object]:
 
     spiece = train_tiny_spiece()
     t5_config = transformers.T5Config(
-        vocab_size=100, d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, relative_attention_num_buckets=32,
-        relative_attention_max_distance=128, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
-    )  # fmt: skip
+        vocab_size=100,
+        d_model=32,
+        d_kv=8,
+        num_heads=4,
+        d_ff=64,
+        num_layers=2,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        feed_forward_proj="gated-gelu",
+        is_encoder_decoder=False,
+    )
     torch.manual_seed(23)
     text_encoder = folder / "t5"
     transformers.T5EncoderModel(t5_config).save_pretrained(text_encoder)

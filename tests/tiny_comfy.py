@@ -47,9 +47,17 @@ def _t5_tensors() -> dict[str, torch.Tensor]:
     import transformers
 
     config = transformers.T5Config(
-        vocab_size=100, d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, relative_attention_num_buckets=32,
-        relative_attention_max_distance=128, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
-    )  # fmt: skip
+        vocab_size=100,
+        d_model=32,
+        d_kv=8,
+        num_heads=4,
+        d_ff=64,
+        num_layers=2,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        feed_forward_proj="gated-gelu",
+        is_encoder_decoder=False,
+    )
     torch.manual_seed(33)
     weights = transformers.T5EncoderModel(config).state_dict()
     return {k: v.clone() for k, v in weights.items() if k != "encoder.embed_tokens.weight"}  # tied to shared

@@ -113,11 +113,18 @@ def to_ui(workflow: Workflow) -> dict[str, Any]:
         column, outs = depths[node.id], spec["outputs"]
         rows[column] = rows.get(column, 0) + 1
         entry = {
-            "id": node.id, "type": node.type, "pos": [420 * column + 40, 260 * (rows[column] - 1) + 300],
-            "size": [380, 220], "flags": {}, "order": 0, "mode": 0, "inputs": sockets,
+            "id": node.id,
+            "type": node.type,
+            "pos": [420 * column + 40, 260 * (rows[column] - 1) + 300],
+            "size": [380, 220],
+            "flags": {},
+            "order": 0,
+            "mode": 0,
+            "inputs": sockets,
             "outputs": [{"name": n, "type": t, "links": [], "slot_index": i} for i, (n, t) in enumerate(outs)],
-            "properties": {"Node name for S&R": node.type}, "widgets_values": widgets,
-        }  # fmt: skip
+            "properties": {"Node name for S&R": node.type},
+            "widgets_values": widgets,
+        }
         if node.title:
             entry["title"] = node.title
         nodes.append(entry)
@@ -128,14 +135,30 @@ def to_ui(workflow: Workflow) -> dict[str, Any]:
         node["order"] = order
     note_id = max(n.id for n in workflow.nodes) + 1
     note = {
-        "id": note_id, "type": "Note", "pos": [40, 20], "size": [1200, 250], "flags": {}, "order": len(nodes),
-        "mode": 0, "inputs": [], "outputs": [], "properties": {}, "widgets_values": [workflow.note],
-        "color": "#432", "bgcolor": "#653",
-    }  # fmt: skip
+        "id": note_id,
+        "type": "Note",
+        "pos": [40, 20],
+        "size": [1200, 250],
+        "flags": {},
+        "order": len(nodes),
+        "mode": 0,
+        "inputs": [],
+        "outputs": [],
+        "properties": {},
+        "widgets_values": [workflow.note],
+        "color": "#432",
+        "bgcolor": "#653",
+    }
     return {
-        "last_node_id": note_id, "last_link_id": len(links), "nodes": [*nodes, note], "links": links, "groups": [],
-        "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4,
-    }  # fmt: skip
+        "last_node_id": note_id,
+        "last_link_id": len(links),
+        "nodes": [*nodes, note],
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+        "version": 0.4,
+    }
 
 
 def build() -> dict[str, tuple[dict, dict]]:

@@ -34,10 +34,13 @@ def _common(node, t5: str, prompt: str, model: dict, width: int, height: int, le
     return [
         node(1, "LTXPackModelLoader", model),
         node(2, "LTXPackTextEncoderLoader", {"text_encoder_name": t5, "dtype": "default", "device": t5_device(t5)}),
-        node(3, "LTXPackTextEncode", {"text_encoder": (2, 0), "prompt": prompt, "negative_prompt": NEGATIVE,
-                                      "max_tokens": 128}),
+        node(
+            3,
+            "LTXPackTextEncode",
+            {"text_encoder": (2, 0), "prompt": prompt, "negative_prompt": NEGATIVE, "max_tokens": 128},
+        ),
         node(4, "LTXPackEmptyLatentVideo", {"width": width, "height": height, "length": length, "batch_size": 1}),
-    ]  # fmt: skip
+    ]
 
 
 def t5_device(t5: str) -> str:
@@ -46,13 +49,36 @@ def t5_device(t5: str) -> str:
 
 def _tail(node, latent: tuple, prefix: str, steps: int = 30) -> list:
     return [
-        node(10, "LTXPackSampler", {
-            "model": (1, 0), "positive": (3, 0), "negative": (3, 1), "latent": latent, "seed": 42, "steps": steps,
-            "guidance": 3.0, "schedule": "auto", "frame_rate": 25.0, "denoise": 1.0}),
-        node(11, "LTXPackVAEDecode", {"samples": (10, 0), "vae": (1, 1), "decode_timestep": 0.05,
-                                      "decode_noise_scale": 0.025, "seed": 42, "tiling": "auto"}),
+        node(
+            10,
+            "LTXPackSampler",
+            {
+                "model": (1, 0),
+                "positive": (3, 0),
+                "negative": (3, 1),
+                "latent": latent,
+                "seed": 42,
+                "steps": steps,
+                "guidance": 3.0,
+                "schedule": "auto",
+                "frame_rate": 25.0,
+                "denoise": 1.0,
+            },
+        ),
+        node(
+            11,
+            "LTXPackVAEDecode",
+            {
+                "samples": (10, 0),
+                "vae": (1, 1),
+                "decode_timestep": 0.05,
+                "decode_noise_scale": 0.025,
+                "seed": 42,
+                "tiling": "auto",
+            },
+        ),
         node(12, "LTXPackSaveVideo", {"images": (11, 0), "frame_rate": 25.0, "filename_prefix": prefix, "crf": 19}),
-    ]  # fmt: skip
+    ]
 
 
 def make(node, workflow) -> list:
@@ -61,8 +87,11 @@ def make(node, workflow) -> list:
     low = {"model_name": GGUF, "vae_name": VAE, "weight_dtype": "default", "device": "default"}
 
     def condition(id_: int, latent: tuple, image: int, frame: int) -> object:
-        return node(id_, "LTXPackImageCondition", {"latent": latent, "vae": (1, 1), "image": (image, 0),
-                                                  "frame": frame, "strength": 1.0, "compression": 29})  # fmt: skip
+        return node(
+            id_,
+            "LTXPackImageCondition",
+            {"latent": latent, "vae": (1, 1), "image": (image, 0), "frame": frame, "strength": 1.0, "compression": 29},
+        )
 
     t2v = workflow(
         "text_to_video",
@@ -80,7 +109,7 @@ def make(node, workflow) -> list:
             node(5, "LoadImage", {"image": "example.png"}),
             condition(6, (4, 0), 5, 0),
             *_tail(node, (6, 0), "ltx/image_to_video"),
-        ],  # fmt: skip
+        ],
     )
     keyframes = workflow(
         "keyframe_interpolation",
@@ -94,7 +123,7 @@ def make(node, workflow) -> list:
             condition(6, (4, 0), 5, 0),
             condition(8, (6, 0), 7, -1),
             *_tail(node, (8, 0), "ltx/keyframes"),
-        ],  # fmt: skip
+        ],
     )
     low_vram = workflow(
         "low_vram",

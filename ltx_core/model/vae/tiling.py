@@ -356,11 +356,17 @@ def decode_tiles(
     state = generator.get_state() if generator is not None else None
     pieces = (
         # latent chunk [a, b) decodes to pixel frames [8a, 8(b−1)]: its first latent frame becomes one frame
-        _pieces(frames, plan.frames, plan.frame_overlap, VAE_TEMPORAL_SCALE, 1 - VAE_TEMPORAL_SCALE,
-                VAE_TEMPORAL_SCALE * (frames - 1) + 1),
+        _pieces(
+            frames,
+            plan.frames,
+            plan.frame_overlap,
+            VAE_TEMPORAL_SCALE,
+            1 - VAE_TEMPORAL_SCALE,
+            VAE_TEMPORAL_SCALE * (frames - 1) + 1,
+        ),
         _pieces(height, plan.tile, plan.overlap, VAE_SPATIAL_SCALE, 0, VAE_SPATIAL_SCALE * height),
         _pieces(width, plan.tile, plan.overlap, VAE_SPATIAL_SCALE, 0, VAE_SPATIAL_SCALE * width),
-    )  # fmt: skip
+    )
 
     def run(region: tuple[slice, slice, slice]) -> torch.Tensor:
         if state is not None:

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ltx_core import LTXV_2B, LTXVideoTransformer, video_positions  # noqa: E402
 from ltx_core.loading.keymaps import transformer_to_diffusers  # noqa: E402
+from ltx_core.model.fusion import set_fusion  # noqa: E402
 
 LATENT = (16, 16, 24)
 TEXT_TOKENS = 128
@@ -80,11 +81,20 @@ def main() -> None:
         rows.append((name, statistics.median(times), min(times)))
 
     with torch.inference_mode():
-        torch.cuda.reset_peak_memory_stats()
         ours = lambda: model(x, sigma, context, mask, positions)  # noqa: E731
-        report("ours eager", time_cuda(ours, args.iters))
+        set_fusion(False)
+        report("ours eager, unfused", time_cuda(ours, args.iters))
+        unfused_out = ours().float()
+        set_fusion(True)
+        torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        ours()
+        torch.cuda.synchronize()
+        print(f"first call with fusion (compiles the fused functions): {time.perf_counter() - t0:.1f} s", flush=True)
+        report("ours (fused elementwise)", time_cuda(ours, args.iters))
         peak = torch.cuda.max_memory_allocated() / 2**30
         reference_out = ours().float()
+        print(f"fused vs unfused max |Δ| {(reference_out - unfused_out).abs().max():.4f}", flush=True)
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
 

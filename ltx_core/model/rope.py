@@ -58,8 +58,9 @@ def rope_tables(
     n_freq = dim // 6  # bands per axis
     base = theta ** torch.linspace(0.0, 1.0, n_freq, device=positions.device, dtype=torch.float32)
     base = base * (math.pi / 2)
-    max_pos_t = torch.tensor(max_pos, device=positions.device, dtype=torch.float32)
-    fractional = positions.to(torch.float32).transpose(1, 2) / max_pos_t  # (B, N, 3)
+    # per-axis division by Python numbers: no host-to-device copy (so CUDA graphs can capture it)
+    positions = positions.to(torch.float32)
+    fractional = torch.stack([positions[:, axis] / max_pos[axis] for axis in range(3)], dim=-1)  # (B, N, 3)
     angles = base * (fractional[..., None] * 2 - 1)  # (B, N, 3, n_freq)
     angles = angles.transpose(-1, -2).flatten(2)  # (B, N, 3·n_freq), frequency-major, axis-minor
     cos, sin = angles.cos(), angles.sin()

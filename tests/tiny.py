@@ -243,21 +243,9 @@ def write_tiny_checkpoints(folder, layout: str = "0.9.1") -> dict[str, object]:
     save_file(tensors, checkpoint, metadata={"config": json.dumps(config)})
 
     spiece = train_tiny_spiece()
-    t5_config = transformers.T5Config(
-        vocab_size=100,
-        d_model=32,
-        d_kv=8,
-        num_heads=4,
-        d_ff=64,
-        num_layers=2,
-        relative_attention_num_buckets=32,
-        relative_attention_max_distance=128,
-        feed_forward_proj="gated-gelu",
-        is_encoder_decoder=False,
-    )
     torch.manual_seed(23)
     text_encoder = folder / "t5"
-    transformers.T5EncoderModel(t5_config).save_pretrained(text_encoder)
+    transformers.T5EncoderModel(tiny_t5_config()).save_pretrained(text_encoder)
     (text_encoder / "spiece.model").write_bytes(spiece)
     return {"checkpoint": checkpoint, "text_encoder": text_encoder}
 
@@ -273,4 +261,23 @@ def diffusers_ltx_scheduler():
         base_image_seq_len=1024,
         max_image_seq_len=4096,
         shift_terminal=0.1,
+    )
+
+
+def tiny_t5_config(vocab_size: int = 100):
+    """A 2-layer T5 v1.1 encoder config (gated GELU, 32 relative buckets), width 32."""
+    import transformers
+
+    return transformers.T5Config(
+        vocab_size=vocab_size,
+        d_model=32,
+        d_kv=8,
+        num_heads=4,
+        d_ff=64,
+        num_layers=2,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        feed_forward_proj="gated-gelu",
+        is_encoder_decoder=False,
+        use_cache=False,
     )

@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tiny import TINY_VAE_LAYOUTS, random_state_dict, random_vae_state_dict, tiny_transformer_config, train_tiny_spiece
+from tiny import (
+    TINY_VAE_LAYOUTS,
+    random_state_dict,
+    random_vae_state_dict,
+    tiny_t5_config,
+    tiny_transformer_config,
+    train_tiny_spiece,
+)
 
 CHECKPOINT = "ltx-video-2b-v0.9.1.safetensors"
 GGUF = "ltx-video-2b-v0.9.1-Q8_0.gguf"
@@ -46,20 +53,8 @@ def _vae_tensors() -> tuple[dict, dict[str, torch.Tensor]]:
 def _t5_tensors() -> dict[str, torch.Tensor]:
     import transformers
 
-    config = transformers.T5Config(
-        vocab_size=100,
-        d_model=32,
-        d_kv=8,
-        num_heads=4,
-        d_ff=64,
-        num_layers=2,
-        relative_attention_num_buckets=32,
-        relative_attention_max_distance=128,
-        feed_forward_proj="gated-gelu",
-        is_encoder_decoder=False,
-    )
     torch.manual_seed(33)
-    weights = transformers.T5EncoderModel(config).state_dict()
+    weights = transformers.T5EncoderModel(tiny_t5_config()).state_dict()
     return {k: v.clone() for k, v in weights.items() if k != "encoder.embed_tokens.weight"}  # tied to shared
 
 

@@ -20,6 +20,7 @@ from ltx_core.text.encoder import Conditioning
 from tiny import (
     TINY_VAE_LAYOUTS,
     diffusers_ltx_scheduler,
+    diffusers_transformer,
     random_state_dict,
     random_vae_state_dict,
     tiny_transformer_config,
@@ -37,15 +38,7 @@ STEPS = 6
 def parts():
     diffusers = pytest.importorskip("diffusers")
     cfg = tiny_transformer_config(heads=2, head_dim=16)
-    reference = diffusers.LTXVideoTransformer3DModel(
-        in_channels=16,
-        out_channels=16,
-        num_attention_heads=2,
-        attention_head_dim=16,
-        cross_attention_dim=32,
-        num_layers=2,
-        caption_channels=cfg.caption_channels,
-    ).eval()
+    reference = diffusers_transformer(cfg)
     weights = random_state_dict({k: v.shape for k, v in reference.state_dict().items()}, 11)
     reference.load_state_dict(weights)
     model = LTXVideoTransformer.from_state_dict(cfg, transformer_from_diffusers(weights))

@@ -12,7 +12,7 @@ import torch
 from ltx_core import LTXVideoTransformer, TransformerConfig, video_positions
 from ltx_core.loading.keymaps import transformer_from_diffusers
 from ltx_core.model import rope as rope_module
-from tiny import random_state_dict, tiny_transformer_config
+from tiny import diffusers_transformer, random_state_dict, tiny_transformer_config
 
 pytestmark = pytest.mark.parity
 
@@ -23,17 +23,8 @@ TEXT_LEN = 7
 
 
 def _diffusers_model(cfg: TransformerConfig):
-    diffusers = pytest.importorskip("diffusers")
-    model = diffusers.LTXVideoTransformer3DModel(
-        in_channels=cfg.in_channels,
-        out_channels=cfg.out_channels,
-        num_attention_heads=cfg.num_heads,
-        attention_head_dim=cfg.head_dim,
-        cross_attention_dim=cfg.cross_attention_dim,
-        num_layers=cfg.num_layers,
-        caption_channels=cfg.caption_channels,
-    )
-    return model.eval()
+    pytest.importorskip("diffusers")
+    return diffusers_transformer(cfg)
 
 
 def _official_model(cfg: TransformerConfig):

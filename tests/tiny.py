@@ -250,6 +250,22 @@ def write_tiny_checkpoints(folder, layout: str = "0.9.1") -> dict[str, object]:
     return {"checkpoint": checkpoint, "text_encoder": text_encoder}
 
 
+def diffusers_transformer(cfg: TransformerConfig):
+    """diffusers' LTXVideoTransformer3DModel with the shape of `cfg`, in eval mode (random init)."""
+    from diffusers import LTXVideoTransformer3DModel
+
+    model = LTXVideoTransformer3DModel(
+        in_channels=cfg.in_channels,
+        out_channels=cfg.out_channels,
+        num_attention_heads=cfg.num_heads,
+        attention_head_dim=cfg.head_dim,
+        cross_attention_dim=cfg.cross_attention_dim,
+        num_layers=cfg.num_layers,
+        caption_channels=cfg.caption_channels,
+    )
+    return model.eval()
+
+
 def diffusers_ltx_scheduler():
     """diffusers' scheduler configured as LTX-Video 0.9.0 / 0.9.1 ship it (resolution shift, terminal 0.1)."""
     from diffusers import FlowMatchEulerDiscreteScheduler

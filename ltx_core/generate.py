@@ -48,6 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=DTYPES, default="bf16", help="transformer weights (fp8 computes in bf16)")
     p.add_argument("--device", help="cuda, cpu, … (default: cuda if available)")
+    p.add_argument(
+        "--memory",
+        choices=("default", "low_vram"),
+        default="default",
+        help="default: each model on the GPU whole while used; low_vram: T5 and transformer blocks streamed "
+        "from CPU memory, tiled VAE decode (768×512×121 in under 8 GB of GPU memory)",
+    )
     p.add_argument("--crf", type=int, default=19, help="H.264 quality of the output (lower is better)")
     p.add_argument("--output", type=Path, default=Path("ltx-video.mp4"))
     return p.parse_args(argv)
@@ -94,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             guidance_scale=args.guidance,
             seed=args.seed,
             device=args.device,
+            memory=args.memory,
         )
         if args.image is not None:
             image = read_image(args.image)

@@ -1,7 +1,8 @@
 """text_to_video(), image_to_video() and video_to_video(): the whole LTX-Video pipeline, top to bottom.
 
 Components stay where they were loaded (usually the CPU) and visit the compute device one at a time,
-so the text encoder, the transformer and the VAE never occupy it together.
+so the text encoder, the transformer and the VAE never occupy it together; in the low_vram memory
+mode the text encoder and the transformer visit it block by block (see memory.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .loading.text_encoder import load_text_encoder
 from .loading.transformer import load_transformer
 from .loading.vae import load_vae
 from .media import compress_like_h264, frames_from_video_tensor, resize_and_crop, video_tensor_from_frames
-from .memory import default_device, on_device, to_host
+from .memory import check_memory_mode, default_device, placed, to_host, vae_budget
 from .model.transformer import LTXVideoTransformer
 from .model.vae.autoencoder import VideoVAE
 from .sampling.conditioning import FrameCondition
@@ -70,6 +71,7 @@ class Settings:
     seed: int = 0
     batch: int = 1
     device: torch.device | str | None = None
+    memory: str = "default"  # or "low_vram": see memory.MEMORY_MODES
 
 
 def text_to_video(
@@ -125,10 +127,10 @@ def video_to_video(
     return _generate(models, prompt, negative_prompt, settings, video=frames[None], denoise=denoise, on_step=on_step)
 
 
-def _encode_pixels(vae: VideoVAE, frames: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+def _encode_pixels(vae: VideoVAE, frames: torch.Tensor, device: torch.device | str, memory: str) -> torch.Tensor:
     """(B, T, H, W, 3) in [0, 1] → normalised latents (B, C, F, H/32, W/32), encoded on `device`."""
-    with on_device(vae, device), torch.inference_mode():
-        return vae.encode(video_tensor_from_frames(frames).to(device))
+    with placed(vae, device), torch.inference_mode():
+        return vae.encode(video_tensor_from_frames(frames).to(device), memory_budget=vae_budget(memory))
 
 
 def _generate(
@@ -145,6 +147,7 @@ def _generate(
 ) -> torch.Tensor:
     defaults = defaults_for(models.release)
     check_video_shape(s.frames, s.height, s.width)
+    memory = check_memory_mode(s.memory)
     device = s.device or default_device()
     steps = s.steps or defaults.steps
     guidance = defaults.guidance_scale if s.guidance_scale is None else s.guidance_scale
@@ -152,12 +155,15 @@ def _generate(
     shape = (s.batch, channels, latent_frames(s.frames), s.height // VAE_SPATIAL_SCALE, s.width // VAE_SPATIAL_SCALE)
 
     # 1. Prompts → T5 hidden states; the negative prompt is the unconditional branch of guidance.
-    with on_device(models.text_encoder, device), torch.inference_mode():
+    with placed(models.text_encoder, device, memory), torch.inference_mode():
         text = models.text_encoder.encode(prompt, negative_prompt if guidance != 1 else None, defaults.text_tokens)
 
     # 2. Conditioning image or input video → normalised latents.
-    conditions = [FrameCondition(_encode_pixels(models.vae, image, device), 0, strength)] if image is not None else []
-    initial = _encode_pixels(models.vae, video, device) if video is not None else None
+    if image is not None:
+        conditions = [FrameCondition(_encode_pixels(models.vae, image, device, memory), 0, strength)]
+    else:
+        conditions = []
+    initial = _encode_pixels(models.vae, video, device, memory) if video is not None else None
 
     # 3. Noise levels from 1 (or `denoise`) to 0, and seeded noise that is the same on every device.
     tokens = shape[2] * shape[3] * shape[4]
@@ -165,7 +171,7 @@ def _generate(
     noise = seeded_noise(shape, s.seed, device=device)
 
     # 4. Denoise with the transformer.
-    with on_device(models.transformer, device), torch.inference_mode():
+    with placed(models.transformer, device, memory), torch.inference_mode():
         latents = sample(
             models.transformer,
             noise,
@@ -179,9 +185,13 @@ def _generate(
         )
 
     # 5. Decode at the release's decode timestep, with its (seeded) decode noise.
-    with on_device(models.vae, device), torch.inference_mode():
+    with placed(models.vae, device), torch.inference_mode():
         generator = torch.Generator("cpu").manual_seed(s.seed)
         pixels = models.vae.decode(
-            latents, defaults.decode_timestep, noise_scale=defaults.decode_noise_scale, generator=generator
+            latents,
+            defaults.decode_timestep,
+            noise_scale=defaults.decode_noise_scale,
+            generator=generator,
+            memory_budget=vae_budget(memory),
         )
     return to_host(frames_from_video_tensor(pixels.float()))  # converted on the device, copied once

@@ -8,7 +8,9 @@ nn.Module works there. The patcher writes `model.device` and bookkeeping attribu
 (T5TextEncoder's read-only `device` property would refuse them), so the module goes inside a small
 holder. Loads are full (`force_full_load`): our modules have no per-layer cast hooks, so a partial
 load would leave layers on the wrong device; a partial *unload* by core between prompts is undone by
-the next full load.
+the next full load. In the low_vram memory mode a module with blocks to stream (the transformer, T5) is
+not loaded at all: it stays in pinned CPU memory, core only frees room for the visiting blocks and the
+activations, and the node streams the blocks (ltx_core.memory.placed).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch import nn
 
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".gguf")  # plus folders holding a config.json (diffusers/transformers)
 LATENT_RGB_CHANNELS = 128  # core's LTXV preview factors are for the released 128-channel latents
+LOW_VRAM_RESERVE = 3 * 2**30  # bytes core frees on the GPU for streamed blocks and activations
 
 
 class _Holder(nn.Module):
@@ -38,7 +41,7 @@ class _Holder(nn.Module):
 class Managed:
     """A module under core's memory manager. `load()` puts it on its device and returns that device."""
 
-    def __init__(self, module: nn.Module, device: str, role: str) -> None:
+    def __init__(self, module: nn.Module, device: str, role: str, memory: str = "default") -> None:
         import comfy.model_management as mm
         import comfy.model_patcher
 
@@ -50,18 +53,34 @@ class Managed:
         load, offload = roles[role]
         load_device = torch.device("cpu") if device == "cpu" else load()
         self.module = module.to(offload())
+        self.memory = memory  # the loader's memory mode
         holder = type(f"LTXPack{type(module).__name__}", (_Holder,), {})(module)  # named so in core's log
         self.patcher = comfy.model_patcher.ModelPatcher(holder, load_device, offload())
 
-    def load(self) -> torch.device:
+    def load(self, memory: str | None = None) -> torch.device:
+        """Ready the module on its device in `memory` mode (default: the loader's); returns the device."""
         import comfy.model_management as mm
 
+        device = self.patcher.load_device
+        if (memory or self.memory) == "low_vram" and device.type != "cpu" and hasattr(self.module, "streamed_blocks"):
+            self._unload()
+            mm.free_memory(LOW_VRAM_RESERVE, device)
+            return device
         mm.load_models_gpu([self.patcher], force_full_load=True)
-        return self.patcher.load_device
+        return device
+
+    def _unload(self) -> None:
+        """Take the module off the GPU if core holds it there (loaded earlier in default mode)."""
+        import comfy.model_management as mm
+
+        for i, loaded in enumerate(mm.current_loaded_models):
+            if loaded.model is self.patcher:
+                mm.current_loaded_models.pop(i).model_unload()
+                return
 
 
-def manage(module: nn.Module, device: str, role: str) -> Managed:
-    return Managed(module, device, role)
+def manage(module: nn.Module, device: str, role: str, memory: str = "default") -> Managed:
+    return Managed(module, device, role, memory)
 
 
 def _folder_paths() -> Any:

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 
 from ..ltx_core.media import frames_from_video_tensor, video_tensor_from_frames
+from ..ltx_core.memory import vae_budget
 from ..ltx_core.types import LATENT_CHANNELS, VAE_SPATIAL_SCALE, check_video_shape, latent_frames
 from . import comfy_bridge as bridge
 from .types import CATEGORY, VAE, Loaded, field
 
 TILING = ["auto", "off"]
 TILING_TOOLTIP = "auto: cut the video into tiles and chunks that fit the free memory (needed for long or large videos on small GPUs); off: in one piece."  # noqa: E501
-
-
-def _tiling(method, tiling: str) -> dict:
-    """The `tiling` keyword when this VAE's method takes it (tiled VAE support may be absent)."""
-    return {"tiling": tiling} if "tiling" in inspect.signature(method).parameters else {}
 
 
 class LTXPackEmptyLatentVideo:
@@ -69,7 +63,7 @@ class LTXPackVAEEncode:
         device = vae.handle.load()
         with bridge.interruptible(vae.module), torch.inference_mode():
             video = video_tensor_from_frames(pixels[..., :3]).to(device)
-            latents = vae.module.encode(video, **_tiling(vae.module.encode, tiling))
+            latents = vae.module.encode(video, tiling=tiling, memory_budget=vae_budget(vae.handle.memory))
         return ({"samples": latents.float().cpu()},)
 
 
@@ -130,7 +124,8 @@ class LTXPackVAEDecode:
                 decode_timestep,
                 noise_scale=decode_noise_scale,
                 generator=generator,
-                **_tiling(vae.module.decode, tiling),
+                tiling=tiling,
+                memory_budget=vae_budget(vae.handle.memory),
             )
         frames = frames_from_video_tensor(pixels.cpu())  # (B, T, H, W, 3)
         return (frames.flatten(0, 1),)

@@ -8,11 +8,13 @@ loaded objects until an input changes.
 from __future__ import annotations
 
 from ..ltx_core import load_text_encoder, load_transformer, load_vae
+from ..ltx_core.memory import MEMORY_MODES
 from . import comfy_bridge as bridge
 from .types import (
     CATEGORY,
     DEVICE_TOOLTIP,
     DEVICES,
+    MEMORY_TOOLTIP,
     MODEL,
     TEXT_DTYPES,
     TEXT_ENCODER,
@@ -63,10 +65,11 @@ class LTXPackModelLoader:
                     },
                 ),
                 "device": (DEVICES, {"default": "default", "tooltip": DEVICE_TOOLTIP}),
+                "memory": (list(MEMORY_MODES), {"default": "default", "tooltip": MEMORY_TOOLTIP}),
             }
         }
 
-    def load(self, model_name: str, vae_name: str, weight_dtype: str, device: str) -> tuple:
+    def load(self, model_name: str, vae_name: str, weight_dtype: str, device: str, memory: str = "default") -> tuple:
         path = bridge.model_path(MODEL_FOLDERS, model_name)
         transformer, found = load_transformer(path, dtype=WEIGHT_DTYPES[weight_dtype], device="cpu")
         vae_path = path if vae_name == FROM_MODEL else bridge.model_path(VAE_FOLDERS, vae_name)
@@ -78,8 +81,8 @@ class LTXPackModelLoader:
         vae_dtype = transformer.dtype if WEIGHT_DTYPES[weight_dtype] is not None else None
         vae, vae_found = load_vae(vae_path, dtype=vae_dtype, device="cpu")
         return (
-            Loaded(bridge.manage(transformer, device, "diffusion"), vae_found.release),
-            Loaded(bridge.manage(vae, device, "vae"), vae_found.release),
+            Loaded(bridge.manage(transformer, device, "diffusion", memory), vae_found.release),
+            Loaded(bridge.manage(vae, device, "vae", memory), vae_found.release),
         )
 
 
@@ -107,10 +110,11 @@ class LTXPackTextEncoderLoader:
                     },
                 ),
                 "device": (DEVICES, {"default": "default", "tooltip": DEVICE_TOOLTIP}),
+                "memory": (list(MEMORY_MODES), {"default": "default", "tooltip": MEMORY_TOOLTIP}),
             }
         }
 
-    def load(self, text_encoder_name: str, dtype: str, device: str) -> tuple:
+    def load(self, text_encoder_name: str, dtype: str, device: str, memory: str = "default") -> tuple:
         path = bridge.model_path(TEXT_FOLDERS, text_encoder_name)
         try:
             encoder, _ = load_text_encoder(path, dtype=TEXT_DTYPES[dtype], device="cpu")
@@ -119,4 +123,4 @@ class LTXPackTextEncoderLoader:
             if "has no T5 tokenizer" not in str(exc) or fallback is None:
                 raise
             encoder, _ = load_text_encoder(path, dtype=TEXT_DTYPES[dtype], device="cpu", tokenizer_path=fallback)
-        return (Loaded(bridge.manage(encoder, device, "text_encoder"), release=""),)
+        return (Loaded(bridge.manage(encoder, device, "text_encoder", memory), release=""),)

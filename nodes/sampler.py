@@ -6,11 +6,13 @@ import torch
 
 from ..ltx_core import sample, seeded_noise
 from ..ltx_core.latent_guides import choose_sigmas, conditions_from_mask
+from ..ltx_core.memory import MEMORY_MODES, placed
 from ..ltx_core.sampling.schedule import SCHEDULES
 from . import comfy_bridge as bridge
 from .types import CATEGORY, MODEL, Loaded, field, from_conditioning
 
 AUTO = "auto"
+FROM_LOADER = "from loader"
 
 
 class LTXPackSampler:
@@ -65,6 +67,12 @@ class LTXPackSampler:
                 ),
             },
             "optional": {
+                "memory": field(
+                    [FROM_LOADER, *MEMORY_MODES],
+                    "How the transformer uses the GPU while sampling: the loader's memory mode, or default "
+                    "(whole on the GPU, fastest) or low_vram (blocks streamed from CPU memory) for this sampler.",
+                    default=FROM_LOADER,
+                ),
                 "sigmas": field(
                     "SIGMAS", "Noise levels (e.g. from core's LTXVScheduler); replace steps, schedule and denoise."
                 ),
@@ -84,6 +92,7 @@ class LTXPackSampler:
         frame_rate,
         denoise,
         sigmas=None,
+        memory=FROM_LOADER,
     ):
         samples = latent["samples"]
         transformer = model.module
@@ -95,9 +104,10 @@ class LTXPackSampler:
         name = model.defaults.schedule if schedule == AUTO else schedule
         chosen = choose_sigmas(name, steps, samples[0, 0].numel(), denoise, sigmas)
         text = from_conditioning(positive, negative if guidance != 1 else None, transformer.dtype)
-        device = model.handle.load()
+        mode = model.handle.memory if memory == FROM_LOADER else memory
+        device = model.handle.load(mode)
         on_step = bridge.step_callback(len(chosen) - 1, samples.shape[1])
-        with torch.inference_mode():
+        with placed(transformer, device, mode), torch.inference_mode():
             out = sample(
                 transformer,
                 seeded_noise(tuple(samples.shape), seed, device=device),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..ltx_core import DEFAULT_NEGATIVE_PROMPT
+from ..ltx_core.memory import placed
 from .types import CATEGORY, TEXT_ENCODER, Loaded, to_conditioning
 
 
@@ -54,8 +55,8 @@ class LTXPackTextEncode:
         }
 
     def encode(self, text_encoder: Loaded, prompt: str, negative_prompt: str, max_tokens: int) -> tuple:
-        text_encoder.handle.load()  # on its device, with room made by ComfyUI's memory manager
-        with torch.inference_mode():
+        device = text_encoder.handle.load()  # with room made by ComfyUI's memory manager
+        with placed(text_encoder.module, device, text_encoder.handle.memory), torch.inference_mode():
             text = text_encoder.module.encode(prompt, negative_prompt, max_tokens)
         negative = text.negative
         return to_conditioning(text.context, text.mask), to_conditioning(negative.context, negative.mask)

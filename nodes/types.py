@@ -22,6 +22,11 @@ TEXT_ENCODER = "LTXPACK_TEXT_ENCODER"
 
 DEVICES = ["default", "cpu"]
 DEVICE_TOOLTIP = "default: ComfyUI's GPU, with its memory manager offloading other models; cpu: keep on the CPU."
+MEMORY_TOOLTIP = (
+    "default: the model moves to the GPU whole while it is used (fastest). low_vram: its blocks stay in CPU "
+    "memory and visit the GPU one at a time, overlapped with the computation, and the VAE decodes in "
+    "tiles (768×512×121 under 8 GB)."
+)
 WEIGHT_DTYPES = {
     "default": None,  # as stored in the file
     "bf16": torch.bfloat16,
@@ -37,7 +42,7 @@ TEXT_DTYPES = {k: WEIGHT_DTYPES[k] for k in ("default", "bf16", "fp16", "fp32")}
 class Loaded:
     """A loaded component (`handle.module`, placed by the bridge) and the release it belongs to."""
 
-    handle: Any  # comfy_bridge.Managed: .module and .load() -> device
+    handle: Any  # comfy_bridge.Managed: .module, .memory and .load(memory=None) -> device
     release: str
 
     @property

@@ -23,10 +23,11 @@ class Interrupted(Exception):
 class FakeManaged:
     module: torch.nn.Module
     device: str
-    loads: int = 0
+    memory: str = "default"
+    loads: list[str | None] = field(default_factory=list)  # the memory mode asked for by each load
 
-    def load(self) -> torch.device:
-        self.loads += 1
+    def load(self, memory: str | None = None) -> torch.device:
+        self.loads.append(memory)
         return torch.device("cpu")
 
 
@@ -72,7 +73,9 @@ def install(monkeypatch: pytest.MonkeyPatch, root: Path) -> FakeComfy:
         return {**tags, "prompt": json.dumps(prompt)} if prompt is not None else tags
 
     monkeypatch.setattr(bridge, "_folder_paths", lambda: FolderPaths)
-    monkeypatch.setattr(bridge, "manage", lambda module, device, role: FakeManaged(module, device))
+    monkeypatch.setattr(
+        bridge, "manage", lambda module, device, role, memory="default": FakeManaged(module, device, memory)
+    )
     monkeypatch.setattr(bridge, "default_tokenizer", lambda: fake.tokenizer)
     monkeypatch.setattr(bridge, "check_interrupt", fake.check_interrupt)
     monkeypatch.setattr(bridge, "step_callback", step_callback)

@@ -64,7 +64,19 @@ def test_command_line_writes_an_mp4(files, tmp_path, capsys):
     image = tmp_path / "start.png"
     Image.fromarray((np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8)).save(image)
     out_i2v = tmp_path / "i2v.mp4"
-    assert main(["--prompt", "a fox", *common, *size, "--image", str(image), "--output", str(out_i2v)]) == 0
+    args = [
+        "--prompt",
+        "a fox",
+        *common,
+        *size,
+        "--image",
+        str(image),
+        "--memory",
+        "low_vram",
+        "--output",
+        str(out_i2v),
+    ]
+    assert main(args) == 0
     assert read_video(out_i2v)[0].shape == (17, 96, 64, 3)
 
 
@@ -81,14 +93,18 @@ def test_command_line_reports_bad_settings(files, capsys):
     assert "use 9 or 17" in capsys.readouterr().err
 
 
-def test_on_device_leaves_a_module_that_is_already_there_alone(monkeypatch):
+def test_on_device_visits_and_returns_without_copying_back(monkeypatch):
     from ltx_core import memory
 
-    moved = []
-    module = torch.nn.Linear(2, 2)
-    monkeypatch.setattr(module, "to", lambda *a, **k: moved.append(a))
-    with memory.on_device(module, "cpu"):
-        pass
-    assert moved == []
+    module = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    pointers = lambda: [t.data_ptr() for t in (*module.parameters(), *module.buffers())]  # noqa: E731
+    home = pointers()
+    with memory.on_device(module, "cpu"):  # already there: untouched
+        assert pointers() == home
+    monkeypatch.setattr(memory, "same_device", lambda a, b: False)  # pretend the CPU is elsewhere
+    with memory.on_device(module, "cpu"):  # every parameter and buffer visits as a copy
+        assert all(a != b for a, b in zip(pointers(), home, strict=True))
+    assert pointers() == home  # and points back at the same home copies afterwards
+    monkeypatch.undo()
     assert memory.same_device("cpu", torch.device("cpu"))
     assert not memory.same_device("cpu", "meta")

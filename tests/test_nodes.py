@@ -153,6 +153,28 @@ def test_sampler_reports_progress_keeps_conditions_and_can_be_cancelled(comfy):
         sampler.sample(model, positive, negative, {"samples": torch.zeros(1, 16, 2, 2, 2)}, *args[4:])
 
 
+def test_memory_modes_reach_the_memory_manager(comfy, monkeypatch):
+    model, vae = nodes.LTXPackModelLoader().load(CHECKPOINT, "(from the model file)", "default", "default", "low_vram")
+    (encoder,) = nodes.LTXPackTextEncoderLoader().load(T5, "default", "default", "low_vram")
+    assert model.handle.memory == vae.handle.memory == encoder.handle.memory == "low_vram"
+    positive, negative = nodes.LTXPackTextEncode().encode(encoder, "a red fox", "blurry", 16)
+    (latent,) = nodes.LTXPackEmptyLatentVideo().make(64, 64, 9, 1)
+    sampler = nodes.LTXPackSampler()
+    args = (model, positive, negative, latent, 7, 1, 3.0, "auto", 25.0, 1.0)
+    streamed = sampler.sample(*args)[0]["samples"]  # from the loader: low_vram
+    whole = sampler.sample(*args, memory="default")[0]["samples"]
+    assert model.handle.loads == ["low_vram", "default"]
+    assert torch.equal(streamed, whole)
+    budgets = []
+    monkeypatch.setattr(
+        type(vae.module),
+        "decode",
+        lambda self, *a, **k: budgets.append(k["memory_budget"]) or torch.zeros(1, 3, 9, 64, 64),
+    )
+    nodes.LTXPackVAEDecode().decode({"samples": whole}, vae, 0.05, 0.025, 0, "auto")
+    assert budgets == [pack.ltx_core.memory.LOW_VRAM_VAE_BUDGET]
+
+
 def test_decode_and_encode_round_trip_and_decode_can_be_cancelled(comfy):
     _, vae = nodes.LTXPackModelLoader().load(CHECKPOINT, "(from the model file)", "default", "default")
     (latent,) = nodes.LTXPackVAEEncode().encode(torch.rand(9, 64, 96, 3), vae, "auto")

@@ -61,6 +61,7 @@ def test_shifted_schedule_known_values():
     expected_tail = torch.tensor([0.54479, 0.44914, 0.31222, 0.1, 0.0])
     assert torch.allclose(sigmas[:3], expected_head, atol=1e-5)
     assert torch.allclose(sigmas[-5:], expected_tail, atol=1e-5)
+    assert torch.equal(shifted_sigmas(1, 6144), torch.tensor([1.0, 0.0]))  # one step: no 0/0 stretch
 
 
 @pytest.mark.parity

@@ -20,20 +20,24 @@ FILES = f"""Files (put them in ComfyUI's models folders, then press R in the edi
   T5 tokenizer is used when no spiece.model / tokenizer.json lies beside it)
 Sizes: width and height multiples of 32, length 1 + 8·k frames. Guidance 3, 30–40 steps as released."""
 
-LOW_VRAM_FILES = f"""Files for low VRAM (about 6 GB):
+LOW_VRAM_FILES = f"""Files for low VRAM (under 8 GB at 768×512×121):
 - models/diffusion_models/{GGUF}  – a GGUF transformer, e.g. from huggingface.co/city96/LTX-Video-gguf
   (Q8_0 is close to bf16; Q4/Q5 files are smaller)
 - models/vae/{VAE}  – the LTX-Video VAE alone (or pick the full checkpoint from models/checkpoints here:
   only its VAE part is read)
 - models/text_encoders/{T5_FP8}  – T5-XXL in fp8, from huggingface.co/comfyanonymous/flux_text_encoders
-The text encoder runs on the CPU (device = cpu) and the VAE decodes in tiles (tiling = auto), so the GPU
-only ever holds the quantized transformer or the VAE."""
+Both loaders use memory = low_vram: the transformer's and T5's blocks stay in CPU memory and visit the GPU
+one at a time (copied while the previous block computes), and the VAE decodes in tiles."""
 
 
 def _common(node, t5: str, prompt: str, model: dict, width: int, height: int, length: int):
     return [
         node(1, "LTXPackModelLoader", model),
-        node(2, "LTXPackTextEncoderLoader", {"text_encoder_name": t5, "dtype": "default", "device": t5_device(t5)}),
+        node(
+            2,
+            "LTXPackTextEncoderLoader",
+            {"text_encoder_name": t5, "dtype": "default", "device": "default", "memory": model["memory"]},
+        ),
         node(
             3,
             "LTXPackTextEncode",
@@ -41,10 +45,6 @@ def _common(node, t5: str, prompt: str, model: dict, width: int, height: int, le
         ),
         node(4, "LTXPackEmptyLatentVideo", {"width": width, "height": height, "length": length, "batch_size": 1}),
     ]
-
-
-def t5_device(t5: str) -> str:
-    return "cpu" if t5 == T5_FP8 else "default"
 
 
 def _tail(node, latent: tuple, prefix: str, steps: int = 30) -> list:
@@ -63,6 +63,7 @@ def _tail(node, latent: tuple, prefix: str, steps: int = 30) -> list:
                 "schedule": "auto",
                 "frame_rate": 25.0,
                 "denoise": 1.0,
+                "memory": "from loader",
             },
         ),
         node(
@@ -83,8 +84,14 @@ def _tail(node, latent: tuple, prefix: str, steps: int = 30) -> list:
 
 def make(node, workflow) -> list:
     """The workflows: `node(id, type, values)` and `workflow(name, note, nodes)` build them."""
-    full = {"model_name": CHECKPOINT, "vae_name": FROM_MODEL, "weight_dtype": "default", "device": "default"}
-    low = {"model_name": GGUF, "vae_name": VAE, "weight_dtype": "default", "device": "default"}
+    full = {
+        "model_name": CHECKPOINT,
+        "vae_name": FROM_MODEL,
+        "weight_dtype": "default",
+        "device": "default",
+        "memory": "default",
+    }
+    low = {**full, "model_name": GGUF, "vae_name": VAE, "memory": "low_vram"}
 
     def condition(id_: int, latent: tuple, image: int, frame: int) -> object:
         return node(
@@ -127,7 +134,8 @@ def make(node, workflow) -> list:
     )
     low_vram = workflow(
         "low_vram",
-        f"LTX-Video text to video on small GPUs: GGUF transformer, fp8 T5 on the CPU, tiled VAE decode.\n\n"
+        f"LTX-Video text to video on small GPUs: GGUF transformer and fp8 T5 streamed block by block, tiled VAE "
+        f"decode.\n\n"
         f"{LOW_VRAM_FILES}",
         [*_common(node, T5_FP8, PROMPT, low, 768, 512, 97), *_tail(node, (4, 0), "ltx/low_vram")],
     )

@@ -15,6 +15,8 @@ from enum import IntEnum
 
 import torch
 
+from ..model.fusion import fused
+
 QK_K = 256  # elements per K-quant super-block
 
 
@@ -208,12 +210,18 @@ def raw_size(qtype: GGMLType, shape: Sequence[int]) -> int:
 def dequantize(raw: torch.Tensor, qtype: int, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Raw GGML bytes (uint8, any shape holding whole blocks) → a `dtype` tensor of `shape` on raw's device."""
     qtype = supported_type(qtype)
-    block_size, type_size, kernel = KERNELS[qtype]
+    type_size = KERNELS[qtype][1]
     expected = raw_size(qtype, shape)
     if raw.dtype != torch.uint8 or raw.numel() != expected:
         raise ValueError(
             f"{qtype.name} data for shape {tuple(shape)} must be {expected} uint8 bytes, "
             f"got {raw.numel()} of {raw.dtype}. Pass the tensor's raw bytes as stored in the GGUF file."
         )
-    values = kernel(raw.reshape(-1, type_size))  # (n_blocks, block_size) float32
-    return values.to(dtype).reshape(shape)
+    return _dequantize_blocks(raw.reshape(-1, type_size), qtype, dtype).reshape(shape)
+
+
+@fused
+def _dequantize_blocks(blocks: torch.Tensor, qtype: GGMLType, dtype: torch.dtype) -> torch.Tensor:
+    """(n_blocks, type_size) uint8 → (n_blocks, block_size) `dtype`: one fused kernel on CUDA
+    instead of one per step of the format, plain torch elsewhere."""
+    return KERNELS[qtype][2](blocks).to(dtype)

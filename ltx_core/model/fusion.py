@@ -28,6 +28,11 @@ def set_fusion(enabled: bool, devices: tuple[str, ...] = ("cuda",)) -> None:
     _settings["enabled"], _settings["devices"] = enabled, devices
 
 
+def fusion_enabled(device_type: str) -> bool:
+    """Whether fusion is on for tensors of `device_type` (compiled functions, Triton kernels)."""
+    return bool(_settings["enabled"]) and device_type in _settings["devices"]
+
+
 def fused(fn: F) -> F:
     """Compile `fn` on its first call with a first argument on a fusing device (CUDA); fall back to
     `fn` for good if compiling or running the compiled version fails."""
@@ -37,8 +42,7 @@ def fused(fn: F) -> F:
     @functools.wraps(fn)
     def run(*args: object) -> torch.Tensor:
         first = args[0]
-        on_fusing_device = isinstance(first, torch.Tensor) and first.device.type in _settings["devices"]
-        if failed or not (_settings["enabled"] and on_fusing_device):
+        if failed or not (isinstance(first, torch.Tensor) and fusion_enabled(first.device.type)):
             return fn(*args)
         if not compiled:
             compiled.append(torch.compile(fn))

@@ -11,7 +11,8 @@ from torch import nn
 from ..config import TransformerConfig
 from ..loading.materialize import DtypeChoice, materialize
 from .attention import attention, text_mask_bias
-from .fusion import fused
+from .fusion import fused, fusion_enabled
+from .kernels import qk_norm_rope, triton_available
 from .layers import AdaLNSingle, CaptionProjection, FeedForward, Linear, RMSNorm
 from .rope import apply_rope, rope_tables
 
@@ -41,10 +42,17 @@ class Attention(nn.Module):
         q, k, v = self.to_q(x), self.to_k(kv_input), self.to_v(kv_input)
         if rope is None:
             q, k = self.q_norm(q), self.k_norm(k)
+        elif fusion_enabled(q.device.type) and triton_available(q) and not _tracing_or_training(q):
+            q, k = qk_norm_rope(q, k, self.q_norm.weight, self.k_norm.weight, self.q_norm.eps, *rope)
         else:
             q = rms_norm_rope(q, self.q_norm.weight, self.q_norm.eps, *rope)
             k = rms_norm_rope(k, self.k_norm.weight, self.k_norm.eps, *rope)
         return self.to_out[0](attention(q, k, v, self.heads, bias))
+
+
+def _tracing_or_training(q: torch.Tensor) -> bool:
+    """The Triton kernel has no backward, and a compiled caller fuses the plain path itself."""
+    return q.requires_grad or torch.compiler.is_compiling()
 
 
 class TransformerBlock(nn.Module):
@@ -124,6 +132,11 @@ class LTXVideoTransformer(nn.Module):
     def dtype(self) -> torch.dtype:
         """The compute dtype: that of the unquantized parameters (fp8 weights are upcast to it)."""
         return self.scale_shift_table.dtype
+
+    @property
+    def streamed_blocks(self) -> nn.ModuleList:
+        """The blocks that low-VRAM mode streams (see `ltx_core.streaming`)."""
+        return self.transformer_blocks
 
     @classmethod
     def from_state_dict(

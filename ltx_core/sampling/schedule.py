@@ -43,7 +43,8 @@ def shifted_sigmas(
     if terminal is not None:
         if not 0 < terminal < 1:
             raise ValueError(f"terminal must be in (0, 1), got {terminal}")
-        sigmas = 1 - (1 - sigmas) * (1 - terminal) / (1 - sigmas[-1])
+        if steps > 1:  # one step is σ = 1 → 0; the stretch would divide 0 by 0 (as the references do)
+            sigmas = 1 - (1 - sigmas) * (1 - terminal) / (1 - sigmas[-1])
     return torch.cat([sigmas, sigmas.new_zeros(1)]).to(torch.float32)
 
 

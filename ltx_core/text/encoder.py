@@ -76,6 +76,11 @@ class T5TextEncoder(nn.Module):
     def device(self) -> torch.device:
         return self.model.shared.weight.device
 
+    @property
+    def streamed_blocks(self) -> nn.ModuleList:
+        """The encoder layers that low-VRAM mode streams (see `ltx_core.streaming`)."""
+        return self.model.encoder.block
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """input_ids (B, L) int64, attention_mask (B, L) or None (padding attends) → (B, L, d_model)."""
         if attention_mask is not None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...config import VAEConfig
 from ...loading.keymaps import vae_state_dict
 from ...loading.materialize import materialize
 from ...types import VAE_SPATIAL_SCALE, VAE_TEMPORAL_SCALE, check_video_shape
-from .blocks import DECODER_BUILDERS, ENCODER_BUILDERS, BuildContext, ResStage, TimeEmbedder, pixel_norm
+from .blocks import DECODER_BUILDERS, ENCODER_BUILDERS, BuildContext, ResStage, TimeEmbedder
 from .convolution import CausalConv3d, patchify, unpatchify
 from .tiling import (
     Tiling,
@@ -54,7 +53,7 @@ class Encoder(nn.Module):
         x = self.conv_in(patchify(video, self.patch_size))  # (B, base, T, H/4, W/4)
         for block in self.down_blocks:
             x = block(x)
-        x = self.conv_out(F.silu(pixel_norm(x)))  # (B, 129, F, H/32, W/32)
+        x = self.conv_out(x, (None, None, None))  # PixelNorm → SiLU → conv: (B, 129, F, H/32, W/32)
         return x[:, :-1], x[:, -1:]
 
 
@@ -96,12 +95,11 @@ class Decoder(nn.Module):
         x = self.conv_in(z)
         for block in self.up_blocks:
             x = block(x, t, generator) if isinstance(block, ResStage) else block(x)
-        x = pixel_norm(x)
+        shift = scale = None
         if t is not None:
             emb = self.last_time_embedder(t, x.dtype).unflatten(1, (2, -1))  # (B, 2, C)
             shift, scale = (self.last_scale_shift_table + emb)[..., None, None, None].unbind(1)  # (B, C, 1, 1, 1)
-            x = x * (1 + scale) + shift
-        x = self.conv_out(F.silu(x))  # (B, 3·p², T, H/4, W/4)
+        x = self.conv_out(x, (None, shift, scale))  # (B, 3·p², T, H/4, W/4)
         return unpatchify(x, self.patch_size)
 
 

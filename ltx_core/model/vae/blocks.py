@@ -10,20 +10,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from ...config import VAEBlock
+from ..fusion import fused
 from ..layers import TIMESTEP_EMBEDDING_DIM, TimestepMLP, timestep_sinusoid
 from .convolution import CausalConv3d, DepthToSpaceUpsample, SpaceToDepthDownsample, Stride
 
-PIXEL_NORM_EPS = 1e-8
 
-
-def pixel_norm(x: torch.Tensor) -> torch.Tensor:
-    """PixelNorm: x / sqrt(mean over channels of x² + 1e-8), no parameters. x: (B, C, T, H, W)."""
-    return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + PIXEL_NORM_EPS)
+@fused
+def add_noise_and_skip(h: torch.Tensor, noise: torch.Tensor | None, skip: torch.Tensor) -> torch.Tensor:
+    """skip + (h [+ noise]): the end of a res block."""
+    if noise is not None:
+        h = h + noise
+    return skip + h
 
 
 def spatial_noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -80,30 +81,25 @@ class ResBlock3D(nn.Module):
         if timestep_conditioning:
             self.scale_shift_table = nn.Parameter(torch.empty(4, in_channels))  # shift1, scale1, shift2, scale2
 
-    def _noise(self, x: torch.Tensor, scale: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return x + (spatial_noise(x, generator) * scale)[None, :, None]  # (C, H, W) → (1, C, 1, H, W)
+    def _noise(self, like: torch.Tensor, scale: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Noise to inject into `like`: one spatial map times a per-channel scale, (1, C, 1, H, W)."""
+        return (spatial_noise(like, generator) * scale)[None, :, None]
 
     def forward(
         self, x: torch.Tensor, time_emb: torch.Tensor | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """x: (B, C_in, T, H, W); time_emb: (B, 4·C_in) when timestep-conditioned → (B, C_out, T, H, W)."""
-        h = pixel_norm(x)
+        shift1 = scale1 = shift2 = scale2 = None
         if self.timestep_conditioning:
             if time_emb is None:
                 raise ValueError("this res block is timestep-conditioned: pass the decode timestep")
             ada = self.scale_shift_table + time_emb.unflatten(1, (4, -1))  # (B, 4, C)
             shift1, scale1, shift2, scale2 = ada[..., None, None, None].unbind(1)  # (B, C, 1, 1, 1) each
-            h = h * (1 + scale1) + shift1
-        h = self.conv1(F.silu(h))
-        if self.inject_noise:
-            h = self._noise(h, self.per_channel_scale1, generator)
-        h = pixel_norm(h)
-        if self.timestep_conditioning:
-            h = h * (1 + scale2) + shift2
-        h = self.conv2(F.silu(h))
-        if self.inject_noise:
-            h = self._noise(h, self.per_channel_scale2, generator)
-        return self.conv_shortcut(self.norm3(x)) + h
+        h = self.conv1(x, (None, shift1, scale1))
+        noise1 = self._noise(h, self.per_channel_scale1, generator) if self.inject_noise else None
+        h = self.conv2(h, (noise1, shift2, scale2))
+        noise2 = self._noise(h, self.per_channel_scale2, generator) if self.inject_noise else None
+        return add_noise_and_skip(h, noise2, self.conv_shortcut(self.norm3(x)))
 
 
 class TimeEmbedder(nn.Module):

@@ -5,9 +5,13 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..fusion import fused
+
+PIXEL_NORM_EPS = 1e-8
 Stride = tuple[int, int, int]  # frames, height, width
 
 
@@ -57,14 +61,53 @@ class CausalConv3d(nn.Module):
             in_channels, out_channels, kernel_size, stride=stride, padding=(0, pad, pad), padding_mode=padding_mode
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, T, H, W) → (B, C_out, T', H', W')."""
+    @property
+    def time_padding(self) -> tuple[int, int]:
+        """Copies of the first and of the last frame the input needs in front and behind."""
         if self.causal:
-            front, back = self.kernel_size - 1, 0
-        else:
-            front = back = (self.kernel_size - 1) // 2
-        parts = [x[:, :, :1].expand(-1, -1, front, -1, -1), x, x[:, :, -1:].expand(-1, -1, back, -1, -1)]
-        return self.conv(torch.cat(parts, dim=2))
+            return self.kernel_size - 1, 0
+        return (self.kernel_size - 1) // 2, (self.kernel_size - 1) // 2
+
+    def forward(self, x: torch.Tensor, prologue: Prologue | None = None) -> torch.Tensor:
+        """(B, C_in, T, H, W) → (B, C_out, T', H', W'). With a `prologue` (noise, shift, scale) the input
+        first goes through `norm_silu_pad`, fused with the padding (frame by frame, so a causal stream's
+        context frames, prepended to x, get the same treatment)."""
+        if prologue is None:
+            return self.conv(pad_time(x, *self.time_padding))
+        return self.conv(norm_silu_pad(x, *prologue, *self.time_padding))
+
+
+Prologue = tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]  # noise, shift, scale
+
+
+def pad_time(x: torch.Tensor, front: int, back: int) -> torch.Tensor:
+    """Repeat the first frame `front` times in front of (B, C, T, H, W) and the last `back` times behind."""
+    parts = [x[:, :, :1].expand(-1, -1, front, -1, -1), x, x[:, :, -1:].expand(-1, -1, back, -1, -1)]
+    return torch.cat(parts, dim=2)
+
+
+def pixel_norm(x: torch.Tensor) -> torch.Tensor:
+    """PixelNorm: x / sqrt(mean over channels of x² + 1e-8), no parameters. x: (B, C, T, H, W)."""
+    return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + PIXEL_NORM_EPS)
+
+
+@fused
+def norm_silu_pad(
+    x: torch.Tensor,
+    noise: torch.Tensor | None,
+    shift: torch.Tensor | None,
+    scale: torch.Tensor | None,
+    front: int,
+    back: int,
+) -> torch.Tensor:
+    """The elementwise work before a res block's convolution, one kernel on CUDA: [x + noise] →
+    PixelNorm → [·(1 + scale) + shift] → SiLU → the time padding (`pad_time`)."""
+    if noise is not None:
+        x = x + noise
+    h = pixel_norm(x)
+    if scale is not None:
+        h = h * (1 + scale) + shift
+    return pad_time(F.silu(h), front, back)
 
 
 class SpaceToDepthDownsample(nn.Module):

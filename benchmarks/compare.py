@@ -33,6 +33,7 @@ from ltx_core import LTXV_2B, VAE_091, LTXVideoTransformer, Models, Settings, Vi
 from ltx_core.loading import QuantizedLinear, QuantizedTensor  # noqa: E402
 from ltx_core.loading.dequant import GGMLType  # noqa: E402
 from ltx_core.loading.keymaps import transformer_to_diffusers, vae_to_diffusers  # noqa: E402
+from ltx_core.model.fp8 import quantize_linears  # noqa: E402
 from ltx_core.model.rope import video_positions  # noqa: E402
 
 GiB = 2**30
@@ -157,6 +158,7 @@ def section_forward(rows: list) -> None:
         row(rows, "forward", "ours vs diffusers: mean |Δ| / mean |out|", mean, "", max_abs=worst)
 
         # GGUF Q8_0: every linear weight of the blocks quantized, dequantized per call on the GPU
+        model = LTXVideoTransformer.from_state_dict(LTXV_2B, dict(weights))
         for name, module in list(model.named_modules()):
             if name.startswith("transformer_blocks.") and type(module).__name__ == "Linear":
                 parent, _, child = name.rpartition(".")
@@ -169,6 +171,17 @@ def section_forward(rows: list) -> None:
         row(rows, "forward", "ours, GGUF Q8_0", q_ms, "ms", peak_gib=peak.allocated)
         row(rows, "forward", "Q8_0 time / bf16 time (target ≤ 1.15)", q_ms / ms, "×")
         row(rows, "forward", "Q8_0 vs bf16: mean |Δ| / mean |out|", max_delta(run(), ours)[1], "")
+
+        # fp8 matrix products: the blocks' linear layers in e4m3 per channel, activations per row
+        model = LTXVideoTransformer.from_state_dict(LTXV_2B, dict(weights))
+        quantize_linears(model)
+        first = wall_s(run)
+        row(rows, "forward", "fp8 first call", first, "s")
+        with Peak() as peak:
+            f_ms = gpu_ms(run, 10)
+        row(rows, "forward", "ours, fp8 matmul", f_ms, "ms", peak_gib=peak.allocated)
+        row(rows, "forward", "fp8 vs bf16: mean |Δ| / mean |out|", max_delta(run(), ours)[1], "")
+        row(rows, "forward", "diffusers vs ours bf16 (bf16 rounding, for scale)", mean, "")
 
 
 def vae_091(weights: dict[str, torch.Tensor]) -> VideoVAE:
@@ -266,7 +279,6 @@ def section_e2e(rows: list) -> None:
             )
 
         theirs(2)
-        models.vae.to("cpu")  # diffusers' VAE shares nothing with ours; make the peak comparable
         with Peak() as peak:
             ref_seconds = text_s + wall_s(lambda: theirs(STEPS))
         row(
@@ -278,6 +290,11 @@ def section_e2e(rows: list) -> None:
             ours=False,
             peak_gib=peak.allocated,
         )
+        quantize_linears(models.transformer)
+        text_to_video(models, prompt, settings=Settings(**{**settings.__dict__, "steps": 2}))  # warm-up
+        with Peak() as peak:
+            seconds = wall_s(lambda: text_to_video(models, prompt, settings=settings))
+        row(rows, "e2e", f"ours, fp8 matmul, text + {STEPS} steps + decode", seconds, "s", peak_gib=peak.allocated)
 
 
 def section_memory(rows: list) -> None:
@@ -324,7 +341,8 @@ def report(rows: list) -> None:
     for section, ours, theirs in (
         ("forward", "ours, bf16", "diffusers"),
         ("decode", "ours, 0.9.1", "diffusers"),
-        ("e2e", "ours", "diffusers"),
+        ("e2e", "ours, text", "diffusers"),
+        ("e2e", "ours, fp8", "diffusers"),
     ):
         a, b = find(section, ours), find(section, theirs)
         if a and b:

@@ -18,6 +18,7 @@ from .loading.transformer import load_transformer
 from .loading.vae import load_vae
 from .media import compress_like_h264, frames_from_video_tensor, resize_and_crop, video_tensor_from_frames
 from .memory import check_memory_mode, default_device, placed, to_host, vae_budget
+from .model.fp8 import quantize_linears
 from .model.transformer import LTXVideoTransformer
 from .model.vae.autoencoder import VideoVAE
 from .sampling.conditioning import FrameCondition
@@ -49,10 +50,14 @@ class Models:
         vae: str | Path | None = None,
         tokenizer: str | Path | None = None,
         dtype: torch.dtype = torch.bfloat16,
+        fp8_matmul: bool = False,
     ) -> Models:
         """Load onto the CPU: the transformer (and, unless `vae` is given, the VAE) from `checkpoint`,
-        T5 from `text_encoder`. dtype is the transformer's weight dtype (fp8 computes in bf16)."""
+        T5 from `text_encoder`. dtype is the transformer's weight dtype (fp8 computes in bf16);
+        `fp8_matmul` requantizes its blocks' linear layers for fp8 matrix products (see model/fp8.py)."""
         transformer, _ = load_transformer(checkpoint, dtype=dtype, device="cpu")
+        if fp8_matmul:
+            quantize_linears(transformer)
         vae_model, found = load_vae(vae or checkpoint, dtype=transformer.dtype, device="cpu")
         t5, _ = load_text_encoder(text_encoder, dtype=transformer.dtype, device="cpu", tokenizer_path=tokenizer)
         return cls(transformer, vae_model, t5, found.release)

@@ -34,6 +34,7 @@ WEIGHT_DTYPES = {
     "fp32": torch.float32,
     "fp8_e4m3fn": torch.float8_e4m3fn,
     "fp8_e5m2": torch.float8_e5m2,
+    "fp8_matmul": torch.bfloat16,  # loaded in bf16, then requantized for fp8 matrix products
 }
 TEXT_DTYPES = {k: WEIGHT_DTYPES[k] for k in ("default", "bf16", "fp16", "fp32")}
 

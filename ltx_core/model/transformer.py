@@ -82,9 +82,10 @@ class TransformerBlock(nn.Module):
         table, eps = self.scale_shift_table, self.norm_eps
         attended = self.attn1(modulated_rms_norm(x, table, modulation, 0, eps), rope=rope)
         x = gated_residual(x, attended, table, modulation, 2)
-        x = x + self.attn2(x, context=context, bias=context_bias)
-        fed = self.ff(modulated_rms_norm(x, table, modulation, 3, eps))
-        return gated_residual(x, fed, table, modulation, 5)
+        x, normed = add_then_modulated_rms_norm(
+            x, self.attn2(x, context=context, bias=context_bias), table, modulation, eps
+        )
+        return gated_residual(x, self.ff(normed), table, modulation, 5)
 
 
 @fused
@@ -96,6 +97,16 @@ def modulated_rms_norm(
     shift = table[index] + modulation[:, :, index]
     scale = table[index + 1] + modulation[:, :, index + 1]
     return F.rms_norm(x, (x.shape[-1],), eps=eps) * (1 + scale) + shift
+
+
+@fused
+def add_then_modulated_rms_norm(
+    x: torch.Tensor, branch: torch.Tensor, table: torch.Tensor, modulation: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x + branch (the ungated cross-attention residual) and its modulated norm for the feed-forward
+    (entries 3, 4), in one pass over x."""
+    x = x + branch
+    return x, modulated_rms_norm.__wrapped__(x, table, modulation, 3, eps)
 
 
 @fused

@@ -12,7 +12,7 @@ from ...loading.keymaps import vae_state_dict
 from ...loading.materialize import materialize
 from ...types import VAE_SPATIAL_SCALE, VAE_TEMPORAL_SCALE, check_video_shape
 from .blocks import DECODER_BUILDERS, ENCODER_BUILDERS, BuildContext, ResStage, TimeEmbedder
-from .convolution import CausalConv3d, patchify, unpatchify
+from .convolution import CausalConv3d, conv_layout, patchify, unpatchify
 from .tiling import (
     Tiling,
     TilingPlan,
@@ -92,7 +92,7 @@ class Decoder(nn.Module):
                 raise ValueError("this VAE decoder is timestep-conditioned: pass a timestep (0.05 is the default)")
             # float32 all the way to the sinusoid, whatever the weights' dtype
             t = timestep.to(torch.float32) * self.timestep_scale_multiplier.to(torch.float32)  # (B,)
-        x = self.conv_in(z)
+        x = self.conv_in(conv_layout(z))
         for block in self.up_blocks:
             x = block(x, t, generator) if isinstance(block, ResStage) else block(x)
         shift = scale = None

@@ -16,7 +16,7 @@ from torch import nn
 from ...config import VAEBlock
 from ..fusion import fused
 from ..layers import TIMESTEP_EMBEDDING_DIM, TimestepMLP, timestep_sinusoid
-from .convolution import CausalConv3d, DepthToSpaceUpsample, SpaceToDepthDownsample, Stride
+from .convolution import CausalConv3d, DepthToSpaceUpsample, SpaceToDepthDownsample, Stride, conv_layout
 
 
 @fused
@@ -24,7 +24,7 @@ def add_noise_and_skip(h: torch.Tensor, noise: torch.Tensor | None, skip: torch.
     """skip + (h [+ noise]): the end of a res block."""
     if noise is not None:
         h = h + noise
-    return skip + h
+    return conv_layout(skip + h)
 
 
 def spatial_noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

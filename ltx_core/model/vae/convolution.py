@@ -107,7 +107,14 @@ def norm_silu_pad(
     h = pixel_norm(x)
     if scale is not None:
         h = h * (1 + scale) + shift
-    return pad_time(F.silu(h), front, back)
+    return conv_layout(pad_time(F.silu(h), front, back))
+
+
+def conv_layout(x: torch.Tensor) -> torch.Tensor:
+    """On CUDA, (B, C, T, H, W) activations in channels-last order: cuDNN's 3D convolutions compute in
+    that order, so every convolution input that arrives so (and every output, which follows its input)
+    saves two layout transposes. Inside a fused function the reordering costs nothing extra."""
+    return x.contiguous(memory_format=torch.channels_last_3d) if x.is_cuda else x
 
 
 class SpaceToDepthDownsample(nn.Module):
@@ -150,9 +157,15 @@ class DepthToSpaceUpsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) → (B, C/reduction, st·T − (st−1), sh·H, sw·W)."""
-        drop = self.stride[0] - 1
-        out = depth_to_space(self.conv(x), self.stride)[:, :, drop:]
-        if self.residual:
-            skip = depth_to_space(x, self.stride).repeat(1, self.repeats, 1, 1, 1)[:, :, drop:]
-            out = out + skip
-        return out
+        return unfold_and_skip(self.conv(x), x if self.residual else None, self.stride, self.repeats)
+
+
+@fused
+def unfold_and_skip(folded: torch.Tensor, residual: torch.Tensor | None, stride: Stride, repeats: int) -> torch.Tensor:
+    """depth-to-space of a decoder upsampler's convolution output, the first frame dropped for a
+    temporal stride, plus the unfolded input repeated over channels when `residual` is given."""
+    drop = stride[0] - 1
+    out = depth_to_space(folded, stride)[:, :, drop:]
+    if residual is not None:
+        out = out + depth_to_space(residual, stride).repeat(1, repeats, 1, 1, 1)[:, :, drop:]
+    return conv_layout(out)

@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=[*DTYPES, "fp8_matmul"],
         default="bf16",
         help="transformer weights: fp8 stores them in fp8 and computes in bf16; fp8_matmul also multiplies in fp8 "
-        "on Ada / Hopper GPUs (fastest, output ~3%% from bf16)",
+        "on Ada / Hopper GPUs (fastest, output ~4%% from bf16)",
     )
     p.add_argument("--device", help="cuda, cpu, … (default: cuda if available)")
     p.add_argument(

@@ -3,8 +3,9 @@ activations quantized per row on the fly, multiplied by `torch._scaled_mm` with 
 
 `quantize_linears(model)` converts the transformer blocks' linear layers once (from whatever dtype
 they hold); their forward then runs the fp8 product on a GPU that has one and, elsewhere, the same
-weights expanded to the activation dtype. It is an opt-in speed mode: the output moves from bf16 by
-~3 % of its mean magnitude (benchmarks/compare.py reports the figure), against ~1 % for bf16 vs fp32.
+weights expanded to the activation dtype. It is an opt-in speed mode: on an H100 a forward of the 2B
+model at 768×512×121 takes 106 ms instead of 110 ms, and its output moves from bf16 by 4.4 % of its
+mean magnitude, against 1.0 % between bf16 and diffusers' bf16 (benchmarks/compare.py).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the 0.9.1 scheduler settings
 
 import end_to_end  # noqa: E402
 import transformer_forward  # noqa: E402
@@ -35,6 +36,7 @@ from ltx_core.loading.dequant import GGMLType  # noqa: E402
 from ltx_core.loading.keymaps import transformer_to_diffusers, vae_to_diffusers  # noqa: E402
 from ltx_core.model.fp8 import quantize_linears  # noqa: E402
 from ltx_core.model.rope import video_positions  # noqa: E402
+from tiny import diffusers_ltx_scheduler  # noqa: E402
 
 GiB = 2**30
 DEVICE, DTYPE = "cuda", torch.bfloat16
@@ -55,18 +57,7 @@ DIFFUSERS_VAE_091 = dict(
 
 def gpu_ms(fn: Callable[[], object], iters: int, warmup: int = 2) -> float:
     """Median milliseconds of `fn` between CUDA events, after warm-ups."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return statistics.median(transformer_forward.time_cuda(fn, iters, warmup))
 
 
 def wall_s(fn: Callable[[], object]) -> float:
@@ -233,7 +224,7 @@ def section_decode(rows: list) -> None:
 
 
 def section_e2e(rows: list) -> None:
-    from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline
+    from diffusers import LTXPipeline
 
     models = end_to_end.build_models(False)  # resident on the GPU
     settings = Settings(width=768, height=512, frames=121, steps=STEPS, device=DEVICE)
@@ -251,16 +242,10 @@ def section_e2e(rows: list) -> None:
 
             transformer = LTXVideoTransformer3DModel()
         transformer.load_state_dict(transformer_to_diffusers(models.transformer.state_dict()), assign=True)
-        vae = diffusers_vae_091({k: v for k, v in models.vae.state_dict().items()})
-        scheduler = FlowMatchEulerDiscreteScheduler(
-            use_dynamic_shifting=True,
-            base_shift=0.95,
-            max_shift=2.05,
-            base_image_seq_len=1024,
-            max_image_seq_len=4096,
-            shift_terminal=0.1,
+        vae = diffusers_vae_091(models.vae.state_dict())
+        pipe = LTXPipeline(
+            scheduler=diffusers_ltx_scheduler(), vae=vae, text_encoder=None, tokenizer=None, transformer=transformer
         )
-        pipe = LTXPipeline(scheduler=scheduler, vae=vae, text_encoder=None, tokenizer=None, transformer=transformer)
         pipe.set_progress_bar_config(disable=True)
 
         def theirs(steps: int) -> None:

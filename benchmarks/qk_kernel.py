@@ -11,7 +11,10 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from transformer_forward import time_cuda  # noqa: E402
 
 from ltx_core import LTXV_2B, video_positions  # noqa: E402
 from ltx_core.model.kernels import qk_norm_rope  # noqa: E402
@@ -22,17 +25,7 @@ LAYERS, LATENT, ITERS = 28, (16, 16, 24), 20
 
 
 def median_ms(fn) -> float:
-    for _ in range(3):  # warm-up (compiles)
-        fn()
-    times = []
-    for _ in range(ITERS):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return statistics.median(time_cuda(fn, ITERS))  # after 3 warm-ups (they compile)
 
 
 def main() -> None:

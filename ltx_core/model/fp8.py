@@ -79,7 +79,10 @@ def quantize_linears(model: nn.Module, under: str = "transformer_blocks.") -> in
         if not name.startswith(under) or not isinstance(module, nn.Linear):
             continue
         if module.in_features % 16 or module.out_features % 16:
-            raise ValueError(f"{name} is {module.in_features}→{module.out_features}; fp8 needs multiples of 16")
+            raise ValueError(
+                f"{name} is {module.in_features}→{module.out_features}; fp8 matmuls need multiples of 16: "
+                "load this model with another weight dtype"
+            )
         parent, _, child = name.rpartition(".")
         model.get_submodule(parent).register_module(child, Fp8Linear(module.weight, module.bias))
         count += 1

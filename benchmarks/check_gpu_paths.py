@@ -1,7 +1,8 @@
 """The CUDA-only code paths against the plain torch ones they replace, at full size on a GPU: the fused
-transformer (Triton q/k kernel, GELU epilogue, compiled elementwise), the fused VAE decoder, block
-streaming on a copy stream, and the compiled GGUF dequantization. The CPU tests cover the plain paths;
-this prints how far each CUDA path is from them (bf16 rounding is expected, wrong results are not).
+transformer (Triton q/k kernel, GELU epilogue, compiled elementwise), block streaming on a copy
+stream, the compiled GGUF dequantization, the fp8 row quantization kernel, and the fused VAE decoder
+(also against float32) and encoder. The CPU tests cover the plain paths; this prints how far each
+CUDA path is from them (bf16 rounding is expected, wrong results are not).
 Usage: python benchmarks/check_gpu_paths.py
 """
 
@@ -21,7 +22,9 @@ import vae_decode  # noqa: E402
 
 from ltx_core import LTXV_2B, VAE_091, LTXVideoTransformer  # noqa: E402
 from ltx_core.loading.dequant import dequantize  # noqa: E402
+from ltx_core.model import fp8  # noqa: E402
 from ltx_core.model.fusion import set_fusion  # noqa: E402
+from ltx_core.model.kernels import quantize_rows_kernel  # noqa: E402
 from ltx_core.streaming import BlockStreamer  # noqa: E402
 
 DEVICE = "cuda"
@@ -69,6 +72,19 @@ def main() -> None:
         gpu = dequantize(raw.to(DEVICE), 8, (8192, 2048), torch.bfloat16)
         print(f"Q8_0 dequantization, compiled on the GPU == CPU: {torch.equal(gpu.cpu(), cpu)}")
 
+        hidden = torch.randn(12288, 8192, device=DEVICE, dtype=torch.bfloat16) * 3
+        for name, kernel, compiled in (
+            ("", lambda x: quantize_rows_kernel(x), fp8._quantize_rows),
+            ("GELU + ", lambda x: quantize_rows_kernel(x, gelu=True), fp8._gelu_quantize_rows),
+        ):
+            (values, scales), (ref_values, ref_scales) = kernel(hidden), compiled(hidden)
+            differing = (values.float() != ref_values.float()).float().mean().item()
+            print(
+                f"fp8 {name}row quantization, Triton vs compiled: scales equal {torch.equal(scales, ref_scales)}, "
+                f"{differing:.2e} of the values differ"
+            )
+        del hidden, values, ref_values
+
         weights = vae_decode.random_weights(VAE_091, torch.device(DEVICE), torch.bfloat16)
         vae = compare.vae_091(weights)
         z = torch.randn(1, 128, *compare.LATENT, device=DEVICE, dtype=torch.bfloat16)
@@ -81,7 +97,18 @@ def main() -> None:
         set_fusion(False)
         plain = decode()
         set_fusion(True)
+        video = fused.clamp(-1, 1)
+        encoded = vae.encode(video, tiling="off")
+        set_fusion(False)
+        encoded_plain = vae.encode(video, tiling="off")
+        set_fusion(True)
+        vae = vae.float()
+        z = z.float()
+        exact = decode()
         print(f"VAE decode fused vs plain (bf16):       {relative(fused, plain)}")
+        print(f"VAE decode fused vs float32:            {relative(fused, exact)}")
+        print(f"VAE decode plain vs float32:            {relative(plain, exact)}")
+        print(f"VAE encode fused vs plain (bf16):       {relative(encoded, encoded_plain)}")
 
 
 if __name__ == "__main__":

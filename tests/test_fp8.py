@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ltx_core import LTXVideoTransformer
+from ltx_core.model import fp8, layers, transformer
 from ltx_core.model.fp8 import E4M3_MAX, Fp8Linear, quantize_linears, quantize_rows
 from tiny import random_state_dict, tiny_transformer_config
 
@@ -56,3 +57,41 @@ def test_quantized_transformer_stays_close():
     assert 1e-4 < relative < 0.1  # fp8 rounding shows, and stays small (measured 5 % on this tiny model)
     with pytest.raises(ValueError, match="multiples of 16"):
         quantize_linears(torch.nn.Sequential(torch.nn.Linear(8, 8)), under="")
+
+
+def test_fp8_path_shares_quantized_inputs_and_fuses_gelu(monkeypatch):
+    """On the fp8 path (forced here on the CPU, whose torch._scaled_mm takes row-wise scales) q, k and v
+    are computed from one quantization of their input, and GELU goes into the quantization of the
+    feed-forward's hidden activations; neither changes the result."""
+    cfg = tiny_transformer_config(heads=2, head_dim=16, layers=2)
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in LTXVideoTransformer(cfg).state_dict().items()}
+    model = LTXVideoTransformer.from_state_dict(cfg, random_state_dict(shapes, seed=2))
+    quantize_linears(model)
+    gen = torch.Generator().manual_seed(3)
+    args = (
+        torch.randn(2, 12, cfg.in_channels, generator=gen),
+        torch.tensor([0.4, 0.9]),
+        torch.randn(2, 5, cfg.caption_channels, generator=gen),
+        torch.ones(2, 5),
+        torch.rand(1, 3, 12, generator=gen) * 8,
+    )
+    slow = model(*args)  # the expanded weights
+    monkeypatch.setattr(fp8, "fp8_matmul_supported", lambda device: True)
+    monkeypatch.setattr(fp8, "fusion_enabled", lambda device_type: True)
+    inputs = []
+    from_rows = Fp8Linear.from_rows
+    monkeypatch.setattr(Fp8Linear, "from_rows", lambda self, rows, *a: inputs.append(rows) or from_rows(self, rows, *a))
+    shared = model(*args)
+    # per block, in order: q, k, v (one input), to_out, cross q, cross k, v (one input), to_out, both FF layers
+    assert len(inputs) == 2 * 10
+    for block in (inputs[:10], inputs[10:]):
+        assert len({id(t) for t in block[0:3]}) == 1 and len({id(t) for t in block[5:7]}) == 1
+        assert len({id(t) for t in block}) == 7
+
+    monkeypatch.setattr(transformer, "project", lambda x, *linears: [linear(x) for linear in linears])
+    monkeypatch.setattr(layers.FeedForward, "forward", lambda self, x: self.net[2](self.net[0](x)))
+    separate = model(*args)
+    assert torch.equal(shared, separate)
+    relative = ((shared - slow).abs().mean() / slow.abs().mean()).item()
+    assert 1e-4 < relative < 0.1  # activations now quantized too, and still close

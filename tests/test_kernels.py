@@ -1,5 +1,6 @@
-"""The Triton query/key kernel against the plain path (F.rms_norm + apply_rope), run on the CPU by
-Triton's interpreter, and the transformer's choice between the two.
+"""The Triton kernels against the plain paths they replace, run on the CPU by Triton's interpreter:
+the query/key kernel (F.rms_norm + apply_rope) and the VAE's norm_silu_pad; and the callers' choice
+between kernel and plain path.
 
 The interpreter must be switched on (TRITON_INTERPRET=1) before Triton is imported, so the kernel runs
 in a child process (this file as a script), which prints its measurements as JSON for the tests to
@@ -19,8 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ltx_core.model import fusion, transformer
+from ltx_core.model import fusion, kernels, transformer
 from ltx_core.model.kernels import triton_available
+from ltx_core.model.vae import convolution
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -35,9 +37,39 @@ BATCH, LATENT = 2, (2, 3, 4)
 MAX_ERROR = {"float32": 1e-5, "bfloat16": 2e-2, "float16": 4e-3}
 MAX_DIFFERING = {"float32": 1.0, "bfloat16": 2e-3, "float16": 2e-3}
 
+# norm_silu_pad: (dtype, channels, with bias + noise + adaLN, time padding front/back); 6 channels
+# are not a power of two, 128 is the width of the decoder's last stage. The kernel computes in
+# float32 and rounds once, so it is compared with the plain path run in float32: float32 within
+# 1e-5 (values up to ~5), bf16 within half a bf16 step, 2⁻⁸ of the value.
+VAE_CASES = [
+    (dtype, channels, extras, padding)
+    for dtype in ("float32", "bfloat16")
+    for channels in (6, 128)
+    for extras in (True, False)
+    for padding in ((2, 0), (1, 1))
+]
+VAE_MAX_ERROR = 1e-5  # float32
+VAE_MAX_RELATIVE_ERROR = 2**-8 + 1e-6  # bfloat16
+
+# quantize_rows_kernel: (dtype, row width, with GELU); 48 is not a power of two, 8192 is the 2B
+# model's feed-forward width. Without GELU the kernel does the plain path's arithmetic exactly; with
+# it, its tanh (from exp) differs from torch's in the last float32 bits, which moves a few values
+# to the neighbouring e4m3 step (2⁻³ of the value).
+QUANTIZE_CASES = [
+    (dtype, cols, gelu) for dtype in ("float32", "bfloat16") for cols in (48, 8192) for gelu in (False, True)
+]
+
 
 def _case_name(dtype: str, dim: int, tables: int) -> str:
     return f"{dtype}-D{dim}-tables{tables}"
+
+
+def _quantize_case_name(dtype: str, cols: int, gelu: bool) -> str:
+    return f"{dtype}-K{cols}-{'gelu' if gelu else 'plain'}"
+
+
+def _vae_case_name(dtype: str, channels: int, extras: bool, padding: tuple[int, int]) -> str:
+    return f"{dtype}-C{channels}-{'all' if extras else 'norm-only'}-pad{padding[0]}{padding[1]}"
 
 
 def _measure() -> dict[str, dict[str, float]]:
@@ -56,6 +88,9 @@ def _measure() -> dict[str, dict[str, float]]:
         if input_dtype == tl.float32 and output_dtype == tl.bfloat16:  # round to nearest even, as the GPU
             rounded = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).to(torch.bfloat16)
             return rounded.view(torch.int16).numpy().view(np.uint16)
+        if input_dtype == tl.float32 and output_dtype == tl.float8e4nv:  # likewise (the GPU saturates at 448)
+            rounded = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).to(torch.float8_e4m3fn)
+            return rounded.view(torch.uint8).numpy()
         return truncating(data, input_dtype, output_dtype, rounding_mode)
 
     interpreter._convert_float = convert_float
@@ -86,6 +121,66 @@ def _measure() -> dict[str, dict[str, float]]:
             results["controls"] = {
                 "swapped_cos_sin": (swapped - q_ref).abs().max().item(),
                 "no_weight": (unweighted - q_ref).abs().max().item(),
+            }
+    results.update(_measure_vae())
+    results.update(_measure_quantize())
+    return results
+
+
+def _measure_quantize() -> dict[str, dict[str, float]]:
+    """quantize_rows_kernel against the plain fp8.quantize_rows / gelu_quantize_rows, per case."""
+    from ltx_core.model.fp8 import _gelu_quantize_rows, _quantize_rows
+    from ltx_core.model.kernels import quantize_rows_kernel
+
+    results = {}
+    for dtype_name, cols, gelu in QUANTIZE_CASES:
+        gen = torch.Generator().manual_seed(cols)
+        x = torch.randn(6, cols, generator=gen) * torch.tensor([1e-3, 0.1, 1, 10, 100, 0.0])[:, None]
+        x = x.to(DTYPES[dtype_name])
+        values, scales = quantize_rows_kernel(x, gelu=gelu)
+        plain = (_gelu_quantize_rows if gelu else _quantize_rows).__wrapped__
+        ref_values, ref_scales = plain(x)
+        results[_quantize_case_name(dtype_name, cols, gelu)] = {
+            "scale_error": ((scales - ref_scales).abs() / ref_scales).max().item(),
+            "values_differing": (values.float() != ref_values.float()).float().mean().item(),
+            "dequantized_error": (values.float() * scales - ref_values.float() * ref_scales).abs().max().item()
+            / (ref_values.float() * ref_scales).abs().max().item(),
+            "dtypes_ok": values.dtype == torch.float8_e4m3fn and scales.dtype == torch.float32,
+        }
+    return results
+
+
+def _measure_vae() -> dict[str, dict[str, float]]:
+    """norm_silu_pad_kernel against the plain function, per VAE case, plus negative controls."""
+    from ltx_core.model.kernels import norm_silu_pad_kernel
+    from ltx_core.model.vae.convolution import _norm_silu_pad
+
+    plain = _norm_silu_pad.__wrapped__
+    results = {}
+    for dtype_name, channels, extras, (front, back) in VAE_CASES:
+        gen = torch.Generator().manual_seed(channels + front)
+        x = 1.5 * torch.randn(BATCH, channels, 3, 4, 5, generator=gen) + 0.3
+        inputs = [0.5 * torch.randn(channels, generator=gen), torch.randn(4, 5, generator=gen)]
+        inputs += [0.2 * torch.randn(channels, generator=gen)]
+        inputs += [0.2 * torch.randn(BATCH, channels, generator=gen) for _ in range(2)]  # shift, scale
+        if not extras:
+            inputs = [None] * 5
+        x, *inputs = (None if t is None else t.to(DTYPES[dtype_name]) for t in (x, *inputs))
+        out = norm_silu_pad_kernel(x, *inputs, front, back, 1e-8)
+        ref = plain(x.float(), *(None if t is None else t.float() for t in inputs), front, back)
+        results[_vae_case_name(dtype_name, channels, extras, (front, back))] = {
+            "max_error": (out.float() - ref).abs().max().item(),
+            "max_relative_error": ((out.float() - ref).abs() / ref.abs().clamp(min=1e-3)).max().item(),
+            "shape_ok": out.shape == ref.shape and out.dtype == x.dtype,
+            "channels_last": out.is_contiguous(memory_format=torch.channels_last_3d),
+        }
+        if (dtype_name, channels, extras, front) == ("float32", 6, True, 1):
+            bias, noise, noise_scale, shift, scale = inputs
+            no_bias = norm_silu_pad_kernel(x, None, noise, noise_scale, shift, scale, front, back, 1e-8)
+            no_noise = norm_silu_pad_kernel(x, bias, None, None, shift, scale, front, back, 1e-8)
+            results["vae-controls"] = {
+                "no_bias": (no_bias - ref).abs().max().item(),
+                "no_noise": (no_noise - ref).abs().max().item(),
             }
     return results
 
@@ -121,6 +216,36 @@ def test_kernel_matches_the_plain_path(measured, case):
 
 
 @pytest.mark.parity
+@pytest.mark.parametrize("case", VAE_CASES, ids=[_vae_case_name(*case) for case in VAE_CASES])
+def test_vae_kernel_matches_the_plain_path(measured, case):
+    result = _results(measured)[_vae_case_name(*case)]
+    assert result["shape_ok"] and result["channels_last"], result
+    if case[0] == "float32":
+        assert result["max_error"] <= VAE_MAX_ERROR, result
+    else:
+        assert result["max_relative_error"] <= VAE_MAX_RELATIVE_ERROR, result
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("case", QUANTIZE_CASES, ids=[_quantize_case_name(*case) for case in QUANTIZE_CASES])
+def test_quantize_kernel_matches_the_plain_path(measured, case):
+    result = _results(measured)[_quantize_case_name(*case)]
+    assert result["dtypes_ok"], result
+    if case[2]:  # GELU
+        assert result["scale_error"] <= 1e-6 and result["values_differing"] <= 0.01, result
+        assert result["dequantized_error"] <= 2**-4, result  # at most one e4m3 step of the largest value
+    else:
+        assert result["scale_error"] == 0 and result["values_differing"] == 0, result
+
+
+@pytest.mark.parity
+def test_vae_kernel_uses_bias_and_noise(measured):
+    controls = _results(measured)["vae-controls"]
+    assert controls["no_bias"] >= 1e-2
+    assert controls["no_noise"] >= 1e-2
+
+
+@pytest.mark.parity
 def test_wrong_tables_or_weight_are_caught(measured):
     controls = _results(measured)["controls"]
     assert controls["swapped_cos_sin"] >= 1e-2
@@ -139,7 +264,7 @@ def test_attention_uses_the_kernel_when_fusing(monkeypatch, enabled):
         calls.append(q.shape)
         return q, k
 
-    monkeypatch.setattr(transformer, "triton_available", lambda t: True)
+    monkeypatch.setattr(kernels, "triton_available", lambda t: True)
     monkeypatch.setattr(transformer, "qk_norm_rope", fake_kernel)
     fusion.set_fusion(enabled, devices=("cpu",))
     try:
@@ -153,6 +278,30 @@ def test_attention_uses_the_kernel_when_fusing(monkeypatch, enabled):
     finally:
         fusion.set_fusion(True)
     assert calls == ([torch.Size([2, 5, 8])] if enabled else [])
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_vae_convolution_uses_the_kernel_when_fusing(monkeypatch, enabled):
+    calls = []
+
+    def fake_kernel(x, bias, noise, noise_scale, shift, scale, front, back, eps):
+        calls.append((x.shape, bias is not None, noise is not None, shift is not None, front, back))
+        return convolution.pad_time(x, front, back)
+
+    monkeypatch.setattr(kernels, "triton_available", lambda t: True)
+    monkeypatch.setattr(convolution, "norm_silu_pad_kernel", fake_kernel)
+    fusion.set_fusion(enabled, devices=("cpu",))
+    try:
+        conv = convolution.CausalConv3d(4, 4)
+        for p in conv.parameters():
+            torch.nn.init.normal_(p)
+        x, bias = torch.randn(1, 4, 3, 2, 2), torch.randn(4)
+        with torch.no_grad():
+            conv(x, convolution.Prologue(bias=bias, shift=torch.zeros(1, 4), scale=torch.zeros(1, 4)))
+            conv(x)  # no prologue: never
+    finally:
+        fusion.set_fusion(True)
+    assert calls == ([(x.shape, True, False, True, 2, 0)] if enabled else [])
 
 
 if __name__ == "__main__":  # the child process, with TRITON_INTERPRET=1

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fusion import fused, fusion_enabled
+from .kernels import kernels_usable, quantize_rows_kernel
 
 E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
 
@@ -24,11 +25,36 @@ def fp8_matmul_supported(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
 
 
-@fused
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(M, K) → e4m3 values and (M, 1) float32 scales with x ≈ values · scale, row by row."""
+    """(M, K) → e4m3 values and (M, 1) float32 scales with x ≈ values · scale, row by row (one pass
+    over x on CUDA)."""
+    return quantize_rows_kernel(x) if kernels_usable(x) else _quantize_rows(x)
+
+
+def gelu_quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`quantize_rows` of GELU(tanh)(x), in one pass on CUDA: the feed-forward's hidden activations
+    go from the first product to the second as e4m3, never written out in their own dtype."""
+    return quantize_rows_kernel(x, gelu=True) if kernels_usable(x) else _gelu_quantize_rows(x)
+
+
+@fused
+def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12) / E4M3_MAX
     return (x.float() / scale).to(torch.float8_e4m3fn), scale
+
+
+@fused
+def _gelu_quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return _quantize_rows.__wrapped__(F.gelu(x.float(), approximate="tanh"))
+
+
+def project(x: torch.Tensor, *linears: nn.Module) -> list[torch.Tensor]:
+    """x through each of `linears` (an attention's q, k, v): when all are Fp8Linear on the fp8 path,
+    x is quantized once for all of them."""
+    if all(isinstance(linear, Fp8Linear) for linear in linears) and linears[0].fast(x):
+        rows, row_scale = quantize_rows(x.reshape(-1, x.shape[-1]))
+        return [linear.from_rows(rows, row_scale, x) for linear in linears]
+    return [linear(x) for linear in linears]
 
 
 _bias_in_epilogue = [True]  # cleared if this build of torch refuses a bias with row-wise scales
@@ -58,14 +84,22 @@ class Fp8Linear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.out_features, self.in_features = weight.shape
 
+    def fast(self, x: torch.Tensor) -> bool:
+        """Whether x goes through the fp8 product (fusion on and an fp8 GPU), not the expanded weights."""
+        return fusion_enabled(x.device.type) and fp8_matmul_supported(x.device)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast(x):
+            return self.from_rows(*quantize_rows(x.reshape(-1, self.in_features)), x)
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        if fusion_enabled(x.device.type) and fp8_matmul_supported(x.device):
-            rows, row_scale = quantize_rows(x.reshape(-1, self.in_features))
-            out = _scaled_mm(rows, self.weight.t(), row_scale, self.weight_scale[None, :], bias, x.dtype)
-            return out.reshape(*x.shape[:-1], self.out_features)
         weight = (self.weight.float() * self.weight_scale[:, None]).to(x.dtype)
         return F.linear(x, weight, bias)
+
+    def from_rows(self, rows: torch.Tensor, row_scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The fp8 product of x already quantized by `quantize_rows` (rows, row_scale) → x's shape and dtype."""
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        out = _scaled_mm(rows, self.weight.t(), row_scale, self.weight_scale[None, :], bias, x.dtype)
+        return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, fp8 e4m3 per channel"

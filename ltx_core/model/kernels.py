@@ -2,55 +2,44 @@
 
 `qk_norm_rope` does the self-attention query/key path (RMSNorm with a learned weight, then RoPE)
 for q and k in one launch: each program takes one token, loads its cos/sin row once and applies it
-to that token's q and k rows of every batch sample the row serves. Without Triton (or with a
-broken one) this module still imports and the callers keep their plain path. Inference only: the
-kernel has no backward.
+to that token's q and k rows of every batch sample the row serves. Triton is imported on the first
+call that needs it; without Triton (or with a broken one) the callers keep their plain path.
+Inference only: the kernel has no backward.
 """
 
 from __future__ import annotations
 
+import functools
+from types import ModuleType
+
 import torch
 
-try:  # optional: the CPU-only path never needs it
-    import triton
-    import triton.language as tl
-except Exception:  # not installed, or broken
-    triton = None
+from .fusion import fusion_enabled
 
-if triton is not None:
 
-    @triton.jit
-    def _norm_rope_row(src, dst, cols, mask, w0, w1, cos, sin, dim, eps, PAIRS: tl.constexpr):
-        # one contiguous (vectorised) load, then the channels split into the even (x0) and odd (x1) ones
-        x0, x1 = tl.split(tl.reshape(tl.load(src + cols, mask=mask, other=0.0).to(tl.float32), (PAIRS, 2)))
-        inv_rms = tl.rsqrt(tl.sum(x0 * x0 + x1 * x1) / dim + eps)
-        dtype = dst.dtype.element_ty
-        y0 = (x0 * inv_rms * w0).to(dtype).to(tl.float32)  # F.rms_norm returns x's dtype
-        y1 = (x1 * inv_rms * w1).to(dtype).to(tl.float32)
-        out = tl.reshape(tl.join(y0 * cos - y1 * sin, y1 * cos + y0 * sin), (2 * PAIRS,))
-        tl.store(dst + cols, out.to(dtype), mask=mask)
-
-    @triton.jit
-    def _qk_norm_rope_kernel(
-        q, k, q_weight, k_weight, cos, sin, q_out, k_out, tokens, dim, eps, SAMPLES: tl.constexpr, PAIRS: tl.constexpr
-    ):
-        token, table = tl.program_id(0), tl.program_id(1)
-        pair, cols = tl.arange(0, PAIRS), tl.arange(0, 2 * PAIRS)
-        mask = cols < dim
-        table_row = (table * tokens + token).to(tl.int64) * (dim // 2)
-        c = tl.load(cos + table_row + pair, mask=pair < dim // 2, other=0.0).to(tl.float32)
-        s = tl.load(sin + table_row + pair, mask=pair < dim // 2, other=0.0).to(tl.float32)
-        qw0, qw1 = tl.split(tl.reshape(tl.load(q_weight + cols, mask=mask, other=0.0).to(tl.float32), (PAIRS, 2)))
-        kw0, kw1 = tl.split(tl.reshape(tl.load(k_weight + cols, mask=mask, other=0.0).to(tl.float32), (PAIRS, 2)))
-        for i in tl.static_range(SAMPLES):  # the samples this table row serves, unrolled
-            row = ((table * SAMPLES + i) * tokens + token).to(tl.int64) * dim
-            _norm_rope_row(q + row, q_out + row, cols, mask, qw0, qw1, c, s, dim, eps, PAIRS)
-            _norm_rope_row(k + row, k_out + row, cols, mask, kw0, kw1, c, s, dim, eps, PAIRS)
+@functools.cache
+def _kernels() -> ModuleType | None:
+    """The Triton kernels, imported on first use (a CUDA forward), or None without a working Triton.
+    Deferred so that importing `ltx_core` never pays for importing Triton."""
+    try:
+        from . import triton_kernels
+    except Exception:  # not installed, or broken
+        return None
+    return triton_kernels
 
 
 def triton_available(t: torch.Tensor) -> bool:
     """Whether the Triton kernels can run on `t`: a CUDA tensor, with Triton importable."""
-    return t.is_cuda and triton is not None
+    return t.is_cuda and _kernels() is not None
+
+
+def kernels_usable(t: torch.Tensor) -> bool:
+    """Whether a caller should use a kernel of this module on `t`: fusion on for its device, Triton
+    there, no autograd (the kernels have no backward), and no compiler tracing (which fuses the plain
+    path itself)."""
+    return (
+        fusion_enabled(t.device.type) and triton_available(t) and not (t.requires_grad or torch.compiler.is_compiling())
+    )
 
 
 def qk_norm_rope(
@@ -69,8 +58,9 @@ def qk_norm_rope(
     from `rope_tables`. Returns the new q and k. Checks no device: it runs wherever Triton does
     (the CPU too, under TRITON_INTERPRET=1).
     """
-    if triton is None:
-        raise RuntimeError("qk_norm_rope needs Triton, which cannot be imported")
+    kernels = _kernels()
+    if kernels is None:
+        raise RuntimeError("qk_norm_rope needs Triton, which cannot be imported: pip install triton")
     batch, tokens, dim = q.shape
     tables = cos.shape[0]
     if k.shape != q.shape or k.dtype != q.dtype or dim % 2 or tables not in (1, batch):
@@ -79,9 +69,81 @@ def qk_norm_rope(
         raise ValueError(f"cos/sin must have shape ({tables}, {tokens}, {dim // 2}), got {tuple(cos.shape)}")
     q, k, cos, sin = q.contiguous(), k.contiguous(), cos.contiguous(), sin.contiguous()
     q_out, k_out = torch.empty_like(q), torch.empty_like(k)
-    pairs = 1 << (dim // 2 - 1).bit_length()  # the next power of two ≥ D / 2
-    _qk_norm_rope_kernel[(tokens, tables)](
+    pairs = _next_power_of_two(dim // 2)
+    kernels.qk_norm_rope_kernel[(tokens, tables)](
         q, k, q_weight.contiguous(), k_weight.contiguous(), cos, sin, q_out, k_out,
         tokens, dim, eps, SAMPLES=batch // tables, PAIRS=pairs, num_warps=max(1, min(8, dim // 256)),
     )  # fmt: skip
     return q_out, k_out
+
+
+def norm_silu_pad_kernel(
+    x: torch.Tensor,
+    bias: torch.Tensor | None,
+    noise: torch.Tensor | None,
+    noise_scale: torch.Tensor | None,
+    shift: torch.Tensor | None,
+    scale: torch.Tensor | None,
+    front: int,
+    back: int,
+    eps: float,
+) -> torch.Tensor:
+    """The VAE's `norm_silu_pad` in one pass: reads x once, writes the padded output once, in float32
+    and rounded once to x's dtype.
+
+    x: (B, C, T, H, W), best in channels-last order (other orders are copied to it first); bias,
+    noise_scale: (C,); noise: (H, W); shift, scale: (B, C), both given or neither. Returns
+    (B, C, front + T + back, H, W) in channels-last order.
+    """
+    kernels = _kernels()
+    if kernels is None:
+        raise RuntimeError("norm_silu_pad_kernel needs Triton, which cannot be imported: pip install triton")
+    batch, channels, frames, height, width = x.shape
+    if (noise is None) != (noise_scale is None) or (shift is None) != (scale is None):
+        raise ValueError("noise needs noise_scale, and shift needs scale")
+    if noise is not None and noise.shape != (height, width):
+        raise ValueError(f"noise must have shape ({height}, {width}), got {tuple(noise.shape)}")
+    if shift is not None and (shift.shape != (batch, channels) or scale.shape != shift.shape):
+        raise ValueError(f"shift and scale must have shape ({batch}, {channels}), got {tuple(shift.shape)}")
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+    out = torch.empty(
+        (batch, channels, front + frames + back, height, width), dtype=x.dtype, device=x.device,
+        memory_format=torch.channels_last_3d,
+    )  # fmt: skip
+    block_c = _next_power_of_two(channels)
+    block_p = max(1, 8192 // block_c)
+    plane = height * width
+    grid = (-(-frames * plane // block_p), batch)
+    dummy = x  # stands in for absent optional inputs (never read)
+    kernels.norm_silu_pad_kernel[grid](
+        x, dummy if bias is None else bias.contiguous(), dummy if noise is None else noise.contiguous(),
+        dummy if noise_scale is None else noise_scale.contiguous(), dummy if shift is None else shift.contiguous(),
+        dummy if scale is None else scale.contiguous(), out, channels, plane, frames, eps,
+        FRONT=front, BACK=back, HAS_BIAS=bias is not None, HAS_NOISE=noise is not None,
+        HAS_MODULATION=shift is not None, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=8,
+    )  # fmt: skip
+    return out
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def quantize_rows_kernel(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """`fp8.quantize_rows` (of GELU(tanh)(x) with `gelu`) reading each row once: x (M, K) → e4m3
+    values (M, K) and float32 scales (M, 1). Rows up to 16,384 wide."""
+    kernels = _kernels()
+    if kernels is None:
+        raise RuntimeError("quantize_rows_kernel needs Triton, which cannot be imported: pip install triton")
+    rows, cols = x.shape
+    if cols > 16384:
+        raise ValueError(f"quantize_rows_kernel takes rows of up to 16384 values, got {cols}")
+    x = x.contiguous()
+    values = torch.empty((rows, cols), dtype=torch.float8_e4m3fn, device=x.device)
+    scales = torch.empty((rows, 1), dtype=torch.float32, device=x.device)
+    block = _next_power_of_two(cols)
+    e4m3_max = torch.finfo(torch.float8_e4m3fn).max
+    kernels.quantize_rows_kernel[(rows,)](
+        x, values, scales, cols, e4m3_max, GELU=gelu, BLOCK=block, num_warps=max(1, min(16, block // 512))
+    )
+    return values, scales

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fp8 import Fp8Linear, gelu_quantize_rows
 from .fusion import fusion_enabled
 
 TIMESTEP_EMBEDDING_DIM = 256
@@ -111,4 +112,8 @@ class FeedForward(nn.Module):
         self.net = nn.ModuleList([_GeluProjection(dim, inner_dim), nn.Identity(), Linear(inner_dim, dim)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net[2](self.net[0](x))
+        out = self.net[2]
+        if isinstance(out, Fp8Linear) and out.fast(x):  # GELU and the second product's quantization in one pass
+            hidden = self.net[0].proj(x)
+            return out.from_rows(*gelu_quantize_rows(hidden.reshape(-1, hidden.shape[-1])), hidden)
+        return out(self.net[0](x))

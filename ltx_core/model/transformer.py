@@ -11,8 +11,9 @@ from torch import nn
 from ..config import TransformerConfig
 from ..loading.materialize import DtypeChoice, materialize
 from .attention import attention, text_mask_bias
-from .fusion import fused, fusion_enabled
-from .kernels import qk_norm_rope, triton_available
+from .fp8 import project
+from .fusion import fused
+from .kernels import kernels_usable, qk_norm_rope
 from .layers import AdaLNSingle, CaptionProjection, FeedForward, Linear, RMSNorm
 from .rope import apply_rope, rope_tables
 
@@ -38,21 +39,18 @@ class Attention(nn.Module):
         bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x: (B, N, D); context: (B, L, C) or None for self-attention → (B, N, D)."""
-        kv_input = x if context is None else context
-        q, k, v = self.to_q(x), self.to_k(kv_input), self.to_v(kv_input)
+        if context is None:
+            q, k, v = project(x, self.to_q, self.to_k, self.to_v)
+        else:
+            q, (k, v) = self.to_q(x), project(context, self.to_k, self.to_v)
         if rope is None:
             q, k = self.q_norm(q), self.k_norm(k)
-        elif fusion_enabled(q.device.type) and triton_available(q) and not _tracing_or_training(q):
+        elif kernels_usable(q):
             q, k = qk_norm_rope(q, k, self.q_norm.weight, self.k_norm.weight, self.q_norm.eps, *rope)
         else:
             q = rms_norm_rope(q, self.q_norm.weight, self.q_norm.eps, *rope)
             k = rms_norm_rope(k, self.k_norm.weight, self.k_norm.eps, *rope)
         return self.to_out[0](attention(q, k, v, self.heads, bias))
-
-
-def _tracing_or_training(q: torch.Tensor) -> bool:
-    """The Triton kernel has no backward, and a compiled caller fuses the plain path itself."""
-    return q.requires_grad or torch.compiler.is_compiling()
 
 
 class TransformerBlock(nn.Module):

@@ -11,8 +11,9 @@ from ...config import VAEConfig
 from ...loading.keymaps import vae_state_dict
 from ...loading.materialize import materialize
 from ...types import VAE_SPATIAL_SCALE, VAE_TEMPORAL_SCALE, check_video_shape
+from ..fusion import fused
 from .blocks import DECODER_BUILDERS, ENCODER_BUILDERS, BuildContext, ResStage, TimeEmbedder
-from .convolution import CausalConv3d, conv_layout, patchify, unpatchify
+from .convolution import CausalConv3d, Prologue, conv_layout, patchify, per_channel, unpatchify
 from .tiling import (
     Tiling,
     TilingPlan,
@@ -50,10 +51,10 @@ class Encoder(nn.Module):
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, T, H, W) → mean (B, 128, F, H/32, W/32) and log-variance (B, 1, F, H/32, W/32)."""
-        x = self.conv_in(patchify(video, self.patch_size))  # (B, base, T, H/4, W/4)
+        x = self.conv_in(conv_layout(patchify(video, self.patch_size)))  # (B, base, T, H/4, W/4)
         for block in self.down_blocks:
             x = block(x)
-        x = self.conv_out(x, (None, None, None))  # PixelNorm → SiLU → conv: (B, 129, F, H/32, W/32)
+        x = self.conv_out(x, Prologue())  # PixelNorm → SiLU → conv: (B, 129, F, H/32, W/32)
         return x[:, :-1], x[:, -1:]
 
 
@@ -98,9 +99,15 @@ class Decoder(nn.Module):
         shift = scale = None
         if t is not None:
             emb = self.last_time_embedder(t, x.dtype).unflatten(1, (2, -1))  # (B, 2, C)
-            shift, scale = (self.last_scale_shift_table + emb)[..., None, None, None].unbind(1)  # (B, C, 1, 1, 1)
-        x = self.conv_out(x, (None, shift, scale))  # (B, 3·p², T, H/4, W/4)
-        return unpatchify(x, self.patch_size)
+            shift, scale = (self.last_scale_shift_table + emb).unbind(1)  # (B, C) each
+        x = self.conv_out(x, Prologue(shift=shift, scale=scale), add_bias=False)  # (B, 3·p², T, H/4, W/4)
+        return add_bias_and_unpatchify(x, self.conv_out.bias, self.patch_size)
+
+
+@fused
+def add_bias_and_unpatchify(x: torch.Tensor, bias: torch.Tensor | None, patch: int) -> torch.Tensor:
+    """The decoder's last step: conv_out's left-out bias, then `unpatchify`, in one pass on CUDA."""
+    return unpatchify(x if bias is None else x + per_channel(bias), patch)
 
 
 class LatentStatistics(nn.Module):

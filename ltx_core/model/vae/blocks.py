@@ -16,14 +16,32 @@ from torch import nn
 from ...config import VAEBlock
 from ..fusion import fused
 from ..layers import TIMESTEP_EMBEDDING_DIM, TimestepMLP, timestep_sinusoid
-from .convolution import CausalConv3d, DepthToSpaceUpsample, SpaceToDepthDownsample, Stride, conv_layout
+from .convolution import (
+    CausalConv3d,
+    DepthToSpaceUpsample,
+    Prologue,
+    SpaceToDepthDownsample,
+    Stride,
+    channel_noise,
+    conv_layout,
+    per_channel,
+)
 
 
 @fused
-def add_noise_and_skip(h: torch.Tensor, noise: torch.Tensor | None, skip: torch.Tensor) -> torch.Tensor:
-    """skip + (h [+ noise]): the end of a res block."""
+def add_noise_and_skip(
+    h: torch.Tensor,
+    bias: torch.Tensor | None,
+    noise: torch.Tensor | None,
+    noise_scale: torch.Tensor | None,
+    skip: torch.Tensor,
+) -> torch.Tensor:
+    """skip + (h [+ bias] [+ noise]): the end of a res block, with its last convolution's left-out bias
+    and the noise (a spatial map (H, W) times a per-channel scale (C,))."""
+    if bias is not None:
+        h = h + per_channel(bias)
     if noise is not None:
-        h = h + noise
+        h = h + channel_noise(noise, noise_scale)
     return conv_layout(skip + h)
 
 
@@ -81,10 +99,6 @@ class ResBlock3D(nn.Module):
         if timestep_conditioning:
             self.scale_shift_table = nn.Parameter(torch.empty(4, in_channels))  # shift1, scale1, shift2, scale2
 
-    def _noise(self, like: torch.Tensor, scale: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Noise to inject into `like`: one spatial map times a per-channel scale, (1, C, 1, H, W)."""
-        return (spatial_noise(like, generator) * scale)[None, :, None]
-
     def forward(
         self, x: torch.Tensor, time_emb: torch.Tensor | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
@@ -94,12 +108,17 @@ class ResBlock3D(nn.Module):
             if time_emb is None:
                 raise ValueError("this res block is timestep-conditioned: pass the decode timestep")
             ada = self.scale_shift_table + time_emb.unflatten(1, (4, -1))  # (B, 4, C)
-            shift1, scale1, shift2, scale2 = ada[..., None, None, None].unbind(1)  # (B, C, 1, 1, 1) each
-        h = self.conv1(x, (None, shift1, scale1))
-        noise1 = self._noise(h, self.per_channel_scale1, generator) if self.inject_noise else None
-        h = self.conv2(h, (noise1, shift2, scale2))
-        noise2 = self._noise(h, self.per_channel_scale2, generator) if self.inject_noise else None
-        return add_noise_and_skip(h, noise2, self.conv_shortcut(self.norm3(x)))
+            shift1, scale1, shift2, scale2 = ada.unbind(1)  # (B, C) each
+        # each convolution's bias is added by the next step, in the same pass as the rest of its work
+        h = self.conv1(x, Prologue(shift=shift1, scale=scale1), add_bias=False)
+        noise1 = spatial_noise(h, generator) if self.inject_noise else None
+        scale = self.per_channel_scale1.flatten() if self.inject_noise else None
+        prologue = Prologue(self.conv1.bias, noise1, scale, shift2, scale2)
+        h = self.conv2(h, prologue, add_bias=False)
+        noise2 = spatial_noise(h, generator) if self.inject_noise else None
+        scale = self.per_channel_scale2.flatten() if self.inject_noise else None
+        skip = conv_layout(self.conv_shortcut(self.norm3(x)))  # one memory order for the fused add
+        return add_noise_and_skip(h, self.conv2.bias, noise2, scale, skip)
 
 
 class TimeEmbedder(nn.Module):

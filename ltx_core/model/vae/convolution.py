@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,7 @@ from einops import rearrange
 from torch import nn
 
 from ..fusion import fused
+from ..kernels import kernels_usable, norm_silu_pad_kernel
 
 PIXEL_NORM_EPS = 1e-8
 Stride = tuple[int, int, int]  # frames, height, width
@@ -68,16 +70,35 @@ class CausalConv3d(nn.Module):
             return self.kernel_size - 1, 0
         return (self.kernel_size - 1) // 2, (self.kernel_size - 1) // 2
 
-    def forward(self, x: torch.Tensor, prologue: Prologue | None = None) -> torch.Tensor:
-        """(B, C_in, T, H, W) → (B, C_out, T', H', W'). With a `prologue` (noise, shift, scale) the input
-        first goes through `norm_silu_pad`, fused with the padding (frame by frame, so a causal stream's
-        context frames, prepended to x, get the same treatment)."""
-        if prologue is None:
-            return self.conv(pad_time(x, *self.time_padding))
-        return self.conv(norm_silu_pad(x, *prologue, *self.time_padding))
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.conv.bias
+
+    def forward(self, x: torch.Tensor, prologue: Prologue | None = None, *, add_bias: bool = True) -> torch.Tensor:
+        """(B, C_in, T, H, W) → (B, C_out, T', H', W').
+
+        With a `prologue` the input first goes through `norm_silu_pad`, fused with the time padding
+        (frame by frame, so a causal stream's context frames, prepended to x, get the same treatment).
+        With `add_bias=False` the output leaves the bias out, for the caller to add in its next fused
+        step (a `Prologue`, `add_noise_and_skip`, `unfold_and_skip`): on CUDA the convolution would
+        otherwise add it in a pass of its own over the output.
+        """
+        front, back = self.time_padding
+        x = pad_time(x, front, back) if prologue is None else norm_silu_pad(x, prologue, front, back)
+        return self.conv._conv_forward(x, self.conv.weight, self.conv.bias if add_bias else None)
 
 
-Prologue = tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]  # noise, shift, scale
+@dataclass(frozen=True)
+class Prologue:
+    """The elementwise work before a res block's (or conv_out's) convolution, all optional but the norm:
+    the previous convolution's left-out bias (C,), injected noise (a spatial map (H, W) times a
+    per-channel scale (C,)), then PixelNorm, the adaLN shift and scale (B, C), SiLU."""
+
+    bias: torch.Tensor | None = None
+    noise: torch.Tensor | None = None
+    noise_scale: torch.Tensor | None = None
+    shift: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
 
 
 def pad_time(x: torch.Tensor, front: int, back: int) -> torch.Tensor:
@@ -91,22 +112,43 @@ def pixel_norm(x: torch.Tensor) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + PIXEL_NORM_EPS)
 
 
+def channel_noise(noise: torch.Tensor, noise_scale: torch.Tensor) -> torch.Tensor:
+    """A spatial map (H, W) times a per-channel scale (C,) → (C, 1, H, W), broadcast over (B, C, T, H, W)."""
+    return (noise * noise_scale[:, None, None])[:, None]
+
+
+def per_channel(v: torch.Tensor) -> torch.Tensor:
+    """(C,) → (C, 1, 1, 1) or (B, C) → (B, C, 1, 1, 1), to broadcast over (B, C, T, H, W)."""
+    return v[..., None, None, None]
+
+
+def norm_silu_pad(x: torch.Tensor, prologue: Prologue, front: int, back: int) -> torch.Tensor:
+    """[x + bias] [+ noise] → PixelNorm → [·(1 + scale) + shift] → SiLU → `pad_time(…, front, back)`:
+    one pass over x on CUDA (a Triton kernel, or compiled), plain torch elsewhere."""
+    p = prologue
+    if kernels_usable(x):
+        return norm_silu_pad_kernel(x, p.bias, p.noise, p.noise_scale, p.shift, p.scale, front, back, PIXEL_NORM_EPS)
+    return _norm_silu_pad(x, p.bias, p.noise, p.noise_scale, p.shift, p.scale, front, back)
+
+
 @fused
-def norm_silu_pad(
+def _norm_silu_pad(
     x: torch.Tensor,
+    bias: torch.Tensor | None,
     noise: torch.Tensor | None,
+    noise_scale: torch.Tensor | None,
     shift: torch.Tensor | None,
     scale: torch.Tensor | None,
     front: int,
     back: int,
 ) -> torch.Tensor:
-    """The elementwise work before a res block's convolution, one kernel on CUDA: [x + noise] →
-    PixelNorm → [·(1 + scale) + shift] → SiLU → the time padding (`pad_time`)."""
+    if bias is not None:
+        x = x + per_channel(bias)
     if noise is not None:
-        x = x + noise
+        x = x + channel_noise(noise, noise_scale)
     h = pixel_norm(x)
     if scale is not None:
-        h = h * (1 + scale) + shift
+        h = h * (1 + per_channel(scale)) + per_channel(shift)
     return conv_layout(pad_time(F.silu(h), front, back))
 
 
@@ -136,7 +178,7 @@ class SpaceToDepthDownsample(nn.Module):
             x = torch.cat([x[:, :, :1], x], dim=2)  # 1 + 8k frames → an even count; frame 0 stays alone
         skip = space_to_depth(x, self.stride)  # (B, C_in·V, T', H', W')
         skip = skip.unflatten(1, (-1, self.group_size)).mean(dim=2)  # (B, C_out, T', H', W')
-        return space_to_depth(self.conv(x), self.stride) + skip
+        return conv_layout(space_to_depth(self.conv(x), self.stride) + skip)
 
 
 class DepthToSpaceUpsample(nn.Module):
@@ -157,13 +199,19 @@ class DepthToSpaceUpsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) → (B, C/reduction, st·T − (st−1), sh·H, sw·W)."""
-        return unfold_and_skip(self.conv(x), x if self.residual else None, self.stride, self.repeats)
+        folded = self.conv(x, add_bias=False)
+        return unfold_and_skip(folded, self.conv.bias, x if self.residual else None, self.stride, self.repeats)
 
 
 @fused
-def unfold_and_skip(folded: torch.Tensor, residual: torch.Tensor | None, stride: Stride, repeats: int) -> torch.Tensor:
-    """depth-to-space of a decoder upsampler's convolution output, the first frame dropped for a
-    temporal stride, plus the unfolded input repeated over channels when `residual` is given."""
+def unfold_and_skip(
+    folded: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None, stride: Stride, repeats: int
+) -> torch.Tensor:
+    """depth-to-space of a decoder upsampler's convolution output (plus its left-out bias), the first
+    frame dropped for a temporal stride, plus the unfolded input repeated over channels when
+    `residual` is given."""
+    if bias is not None:
+        folded = folded + per_channel(bias)
     drop = stride[0] - 1
     out = depth_to_space(folded, stride)[:, :, drop:]
     if residual is not None:

@@ -37,7 +37,7 @@ def test_quantize_rows_round_trips():
     assert ((values.float() * scale - x).abs() <= x.abs().amax(dim=1, keepdim=True) / 16).all()
 
 
-def test_quantized_transformer_stays_close():
+def _tiny_model_and_inputs() -> tuple[LTXVideoTransformer, tuple[torch.Tensor, ...]]:
     cfg = tiny_transformer_config(heads=2, head_dim=16, layers=2)
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in LTXVideoTransformer(cfg).state_dict().items()}
@@ -50,6 +50,11 @@ def test_quantized_transformer_stays_close():
         torch.ones(2, 5),
         torch.rand(1, 3, 12, generator=gen) * 8,
     )
+    return model, args
+
+
+def test_quantized_transformer_stays_close():
+    model, args = _tiny_model_and_inputs()
     expected = model(*args)
     assert quantize_linears(model) == 2 * 10  # per block: q, k, v, out of both attentions, two FF layers
     actual = model(*args)
@@ -63,19 +68,8 @@ def test_fp8_path_shares_quantized_inputs_and_fuses_gelu(monkeypatch):
     """On the fp8 path (forced here on the CPU, whose torch._scaled_mm takes row-wise scales) q, k and v
     are computed from one quantization of their input, and GELU goes into the quantization of the
     feed-forward's hidden activations; neither changes the result."""
-    cfg = tiny_transformer_config(heads=2, head_dim=16, layers=2)
-    with torch.device("meta"):
-        shapes = {k: v.shape for k, v in LTXVideoTransformer(cfg).state_dict().items()}
-    model = LTXVideoTransformer.from_state_dict(cfg, random_state_dict(shapes, seed=2))
+    model, args = _tiny_model_and_inputs()
     quantize_linears(model)
-    gen = torch.Generator().manual_seed(3)
-    args = (
-        torch.randn(2, 12, cfg.in_channels, generator=gen),
-        torch.tensor([0.4, 0.9]),
-        torch.randn(2, 5, cfg.caption_channels, generator=gen),
-        torch.ones(2, 5),
-        torch.rand(1, 3, 12, generator=gen) * 8,
-    )
     slow = model(*args)  # the expanded weights
     monkeypatch.setattr(fp8, "fp8_matmul_supported", lambda device: True)
     monkeypatch.setattr(fp8, "fusion_enabled", lambda device_type: True)

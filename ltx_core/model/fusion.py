@@ -1,11 +1,11 @@
-"""The transformer's elementwise work (norms, RoPE, adaLN modulation, gated residuals) fused into
-single kernels by torch.compile, on CUDA only.
+"""Elementwise work (the transformer's norms, adaLN modulation and residuals; the VAE's skips and
+unfolds; fp8 quantization) fused into single kernels by torch.compile, on CUDA only.
 
 Every fused function is plain torch and runs as written on the CPU (and wherever compilation is
-off or unavailable), which is what the parity tests check. On CUDA its first call compiles it: the
-first forward takes ~19 s with an empty compile cache (~2 s once cached), after which a forward of
-the 2B model at 768×512×121, CFG batch 2, drops from 167 to 121 ms on an H100. If compiling fails
-(no Triton, say), a warning is logged once and the plain function runs.
+off or unavailable), which is what the parity tests check. On CUDA its first call compiles it, so
+the first forward and the first decode take a few seconds longer (benchmarks/README.md has the
+measured first-call times). If compiling fails (no Triton, say), a warning is logged once and the
+plain function runs. The hand-written Triton kernels of `kernels` follow the same switch.
 """
 
 from __future__ import annotations

@@ -1,10 +1,14 @@
-"""Hand-written Triton kernels, used on CUDA when Triton is importable (see `Attention.forward`).
+"""Hand-written Triton kernels (source in `triton_kernels`), used on CUDA when Triton is importable,
+for work that torch.compile splits into several passes over memory:
 
-`qk_norm_rope` does the self-attention query/key path (RMSNorm with a learned weight, then RoPE)
-for q and k in one launch: each program takes one token, loads its cos/sin row once and applies it
-to that token's q and k rows of every batch sample the row serves. Triton is imported on the first
-call that needs it; without Triton (or with a broken one) the callers keep their plain path.
-Inference only: the kernel has no backward.
+- `qk_norm_rope`: the self-attention query/key path (RMSNorm with a learned weight, then RoPE) for q
+  and k in one launch; each program takes one token, loads its cos/sin row once and applies it to
+  that token's q and k rows of every batch sample the row serves.
+- `norm_silu_pad_kernel`: everything between two VAE convolutions in one read and one write.
+- `quantize_rows_kernel`: fp8 row quantization (optionally of GELU(x)) reading each row once.
+
+Triton is imported on the first call that needs it; without Triton (or with a broken one) the
+callers keep their plain path (`kernels_usable`). Inference only: the kernels have no backward.
 """
 
 from __future__ import annotations

@@ -111,14 +111,21 @@ class ResBlock3D(nn.Module):
             shift1, scale1, shift2, scale2 = ada.unbind(1)  # (B, C) each
         # each convolution's bias is added by the next step, in the same pass as the rest of its work
         h = self.conv1(x, Prologue(shift=shift1, scale=scale1), add_bias=False)
-        noise1 = spatial_noise(h, generator) if self.inject_noise else None
-        scale = self.per_channel_scale1.flatten() if self.inject_noise else None
-        prologue = Prologue(self.conv1.bias, noise1, scale, shift2, scale2)
+        noise, noise_scale = self._noise(h, 1, generator)
+        prologue = Prologue(bias=self.conv1.bias, noise=noise, noise_scale=noise_scale, shift=shift2, scale=scale2)
         h = self.conv2(h, prologue, add_bias=False)
-        noise2 = spatial_noise(h, generator) if self.inject_noise else None
-        scale = self.per_channel_scale2.flatten() if self.inject_noise else None
+        noise, noise_scale = self._noise(h, 2, generator)
         skip = conv_layout(self.conv_shortcut(self.norm3(x)))  # one memory order for the fused add
-        return add_noise_and_skip(h, self.conv2.bias, noise2, scale, skip)
+        return add_noise_and_skip(h, self.conv2.bias, noise, noise_scale, skip)
+
+    def _noise(
+        self, like: torch.Tensor, index: int, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The noise to inject after conv `index`: a spatial map (H, W) and its per-channel scale (C,),
+        or (None, None) in blocks without noise."""
+        if not self.inject_noise:
+            return None, None
+        return spatial_noise(like, generator), getattr(self, f"per_channel_scale{index}").flatten()
 
 
 class TimeEmbedder(nn.Module):

@@ -57,3 +57,27 @@ def test_switched_off(monkeypatch, fusing_on_cpu):
     fusion.set_fusion(False, devices=("cpu",))
     fusion.fused(_double)(torch.ones(2))
     assert compiled == []
+
+
+def test_many_shapes_stay_compiled(monkeypatch, fusing_on_cpu):
+    """More variants than torch.compile's default limit of 8 (shapes the VAE meets across stages and
+    tiles, here 0-dimensional to 11-dimensional tensors) all run compiled, none falls back."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    frames = []
+    original = torch.compile
+
+    def counting_compile(fn):
+        def backend(graph, example_inputs):
+            frames.append(len(example_inputs))
+            return graph.forward
+
+        return original(fn, backend=backend)
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    double = fusion.fused(_double)
+    for ndim in range(12):
+        x = torch.ones((2,) * ndim)
+        assert torch.equal(double(x), x * 2)
+    assert len(frames) == 12  # one compiled graph per rank, no unfused fallback after the 8th

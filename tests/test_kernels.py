@@ -37,19 +37,32 @@ BATCH, LATENT = 2, (2, 3, 4)
 MAX_ERROR = {"float32": 1e-5, "bfloat16": 2e-2, "float16": 4e-3}
 MAX_DIFFERING = {"float32": 1.0, "bfloat16": 2e-3, "float16": 2e-3}
 
-# norm_silu_pad: (dtype, channels, with bias + noise + adaLN, time padding front/back); 6 channels
-# are not a power of two, 128 is the width of the decoder's last stage. The kernel computes in
-# float32 and rounds once, so it is compared with the plain path run in float32: float32 within
-# 1e-5 (values up to ~5), bf16 within half a bf16 step, 2⁻⁸ of the value.
+# norm_silu_pad: (dtype, channels, with bias + noise + adaLN, time padding front/back, spatial
+# padding: none for "zeros" (left to the convolution), else one pixel); 6 channels are not a power
+# of two, 128 is the width of the decoder's last stage. The kernel computes in float32 and rounds
+# once, so it is compared with the plain path run in float32: float32 within 1e-5 (values up to
+# ~5), bf16 within half a bf16 step, 2⁻⁸ of the value.
 VAE_CASES = [
-    (dtype, channels, extras, padding)
+    (dtype, channels, extras, padding, "zeros")
     for dtype in ("float32", "bfloat16")
     for channels in (6, 128)
     for extras in (True, False)
     for padding in ((2, 0), (1, 1))
 ]
+VAE_CASES += [
+    (dtype, 6, True, padding, mode)
+    for dtype in ("float32", "bfloat16")
+    for padding in ((2, 0), (1, 1))
+    for mode in ("reflect", "replicate")
+]
 VAE_MAX_ERROR = 1e-5  # float32
 VAE_MAX_RELATIVE_ERROR = 2**-8 + 1e-6  # bfloat16
+
+# add_noise_and_skip: (dtype, channels, with bias + noise); the kernel adds in the plain path's order
+# in float32, so float32 is exact and bf16 within half a bf16 step.
+SKIP_CASES = [
+    (dtype, channels, extras) for dtype in ("float32", "bfloat16") for channels in (6, 128) for extras in (True, False)
+]
 
 # quantize_rows_kernel: (dtype, row width, with GELU); 48 is not a power of two, 8192 is the 2B
 # model's feed-forward width. Without GELU the kernel does the plain path's arithmetic exactly; with
@@ -68,8 +81,8 @@ def _quantize_case_name(dtype: str, cols: int, gelu: bool) -> str:
     return f"{dtype}-K{cols}-{'gelu' if gelu else 'plain'}"
 
 
-def _vae_case_name(dtype: str, channels: int, extras: bool, padding: tuple[int, int]) -> str:
-    return f"{dtype}-C{channels}-{'all' if extras else 'norm-only'}-pad{padding[0]}{padding[1]}"
+def _vae_case_name(dtype: str, channels: int, extras: bool, padding: tuple[int, int], space_mode: str) -> str:
+    return f"{dtype}-C{channels}-{'all' if extras else 'norm-only'}-pad{padding[0]}{padding[1]}-{space_mode}"
 
 
 def _measure() -> dict[str, dict[str, float]]:
@@ -124,6 +137,31 @@ def _measure() -> dict[str, dict[str, float]]:
             }
     results.update(_measure_vae())
     results.update(_measure_quantize())
+    results.update(_measure_skip())
+    return results
+
+
+def _measure_skip() -> dict[str, dict[str, float]]:
+    """add_noise_and_skip_kernel against the plain function, per case."""
+    from ltx_core.model.kernels import add_noise_and_skip_kernel
+    from ltx_core.model.vae.blocks import _add_noise_and_skip
+
+    results = {}
+    for dtype_name, channels, extras in SKIP_CASES:
+        gen = torch.Generator().manual_seed(channels)
+        h, skip = (torch.randn(BATCH, channels, 3, 4, 5, generator=gen) for _ in range(2))
+        extra = [torch.randn(channels, generator=gen), torch.randn(4, 5, generator=gen)]
+        extra += [torch.randn(channels, generator=gen)]
+        h, skip, *extra = (t.to(DTYPES[dtype_name]) for t in (h, skip, *extra))
+        bias, noise, noise_scale = extra if extras else (None, None, None)
+        out = add_noise_and_skip_kernel(h, bias, noise, noise_scale, skip)
+        as_float = (None if t is None else t.float() for t in (h, bias, noise, noise_scale, skip))
+        ref = _add_noise_and_skip.__wrapped__(*as_float)
+        results[f"skip-{dtype_name}-C{channels}-{extras}"] = {
+            "max_error": (out.float() - ref).abs().max().item(),
+            "max_relative_error": ((out.float() - ref).abs() / ref.abs().clamp(min=1e-3)).max().item(),
+            "layout_ok": out.shape == h.shape and out.is_contiguous(memory_format=torch.channels_last_3d),
+        }
     return results
 
 
@@ -157,7 +195,8 @@ def _measure_vae() -> dict[str, dict[str, float]]:
 
     plain = _norm_silu_pad.__wrapped__
     results = {}
-    for dtype_name, channels, extras, (front, back) in VAE_CASES:
+    for dtype_name, channels, extras, (front, back), space_mode in VAE_CASES:
+        space = 0 if space_mode == "zeros" else 1
         gen = torch.Generator().manual_seed(channels + front)
         x = 1.5 * torch.randn(BATCH, channels, 3, 4, 5, generator=gen) + 0.3
         inputs = [0.5 * torch.randn(channels, generator=gen), torch.randn(4, 5, generator=gen)]
@@ -166,15 +205,15 @@ def _measure_vae() -> dict[str, dict[str, float]]:
         if not extras:
             inputs = [None] * 5
         x, *inputs = (None if t is None else t.to(DTYPES[dtype_name]) for t in (x, *inputs))
-        out = norm_silu_pad_kernel(x, *inputs, front, back, 1e-8)
-        ref = plain(x.float(), *(None if t is None else t.float() for t in inputs), front, back)
-        results[_vae_case_name(dtype_name, channels, extras, (front, back))] = {
+        out = norm_silu_pad_kernel(x, *inputs, front, back, 1e-8, space, space_mode)
+        ref = plain(x.float(), *(None if t is None else t.float() for t in inputs), front, back, space_mode, space)
+        results[_vae_case_name(dtype_name, channels, extras, (front, back), space_mode)] = {
             "max_error": (out.float() - ref).abs().max().item(),
             "max_relative_error": ((out.float() - ref).abs() / ref.abs().clamp(min=1e-3)).max().item(),
             "shape_ok": out.shape == ref.shape and out.dtype == x.dtype,
             "channels_last": out.is_contiguous(memory_format=torch.channels_last_3d),
         }
-        if (dtype_name, channels, extras, front) == ("float32", 6, True, 1):
+        if (dtype_name, channels, extras, front, space) == ("float32", 6, True, 1, 0):
             bias, noise, noise_scale, shift, scale = inputs
             no_bias = norm_silu_pad_kernel(x, None, noise, noise_scale, shift, scale, front, back, 1e-8)
             no_noise = norm_silu_pad_kernel(x, bias, None, None, shift, scale, front, back, 1e-8)
@@ -239,6 +278,18 @@ def test_quantize_kernel_matches_the_plain_path(measured, case):
 
 
 @pytest.mark.parity
+@pytest.mark.parametrize("case", SKIP_CASES, ids=[f"{d}-C{c}-{e}" for d, c, e in SKIP_CASES])
+def test_skip_kernel_matches_the_plain_path(measured, case):
+    dtype, channels, extras = case
+    result = _results(measured)[f"skip-{dtype}-C{channels}-{extras}"]
+    assert result["layout_ok"], result
+    if dtype == "float32":
+        assert result["max_error"] == 0, result
+    else:
+        assert result["max_relative_error"] <= VAE_MAX_RELATIVE_ERROR, result
+
+
+@pytest.mark.parity
 def test_vae_kernel_uses_bias_and_noise(measured):
     controls = _results(measured)["vae-controls"]
     assert controls["no_bias"] >= 1e-2
@@ -284,7 +335,7 @@ def test_attention_uses_the_kernel_when_fusing(monkeypatch, enabled):
 def test_vae_convolution_uses_the_kernel_when_fusing(monkeypatch, enabled):
     calls = []
 
-    def fake_kernel(x, bias, noise, noise_scale, shift, scale, front, back, eps):
+    def fake_kernel(x, bias, noise, noise_scale, shift, scale, front, back, eps, *space):
         calls.append((x.shape, bias is not None, noise is not None, shift is not None, front, back))
         return convolution.pad_time(x, front, back)
 

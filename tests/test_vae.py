@@ -12,6 +12,7 @@ from ltx_core.config import VAE_090, VAE_091, VAE_095, VAEConfig, detect_vae_lay
 from ltx_core.loading import CheckpointMismatchError
 from ltx_core.loading.keymaps import vae_from_diffusers, vae_state_dict, vae_to_diffusers
 from ltx_core.model.vae.autoencoder import VideoVAE
+from ltx_core.model.vae.convolution import CausalConv3d, Prologue, channel_noise, pad_time, per_channel, pixel_norm
 from tiny import TINY_VAE_LAYOUTS, random_vae_state_dict
 
 PRESETS = {"0.9.0": (VAE_090, 419.2e6), "0.9.1": (VAE_091, 935.0e6), "0.9.5": (VAE_095, 1246.9e6)}
@@ -216,3 +217,27 @@ def test_bfloat16_weights_run():
     with torch.no_grad():
         out = vae.decode(torch.zeros(1, 16, 2, 1, 1), 0.05, generator=torch.Generator().manual_seed(0))
     assert out.dtype == torch.bfloat16 and out.isfinite().all()
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_prologue_pads_like_the_convolution(mode, causal):
+    """With a prologue the spatial padding of reflect / replicate convolutions moves into the prologue's
+    pass; the result must be what nn.Conv3d computes on the normed, time-padded input."""
+    gen = torch.Generator().manual_seed(5)
+    conv = CausalConv3d(6, 4, causal=causal, padding_mode=mode)
+    for p in conv.parameters():
+        p.data = torch.randn(p.shape, generator=gen)
+    x, bias, noise, noise_scale = (torch.randn(s, generator=gen) for s in ((2, 6, 3, 4, 5), (6,), (4, 5), (6,)))
+    shift, scale = (0.3 * torch.randn(2, 6, generator=gen) for _ in range(2))
+    prologue = Prologue(bias=bias, noise=noise, noise_scale=noise_scale, shift=shift, scale=scale)
+    with torch.no_grad():
+        out = conv(x, prologue)
+        normed = pixel_norm(x + per_channel(bias) + channel_noise(noise, noise_scale))
+        expected = conv.conv(
+            pad_time(
+                torch.nn.functional.silu(normed * (1 + per_channel(scale)) + per_channel(shift)), *conv.time_padding
+            )
+        )
+    assert out.shape == expected.shape == (2, 4, 3, 4, 5)
+    assert torch.allclose(out, expected, atol=1e-5)

@@ -22,6 +22,11 @@ F = TypeVar("F", bound=Callable[..., torch.Tensor])
 
 _settings: dict[str, object] = {"enabled": True, "devices": ("cuda",)}
 
+# Compiled variants one fused function may collect (torch.compile's default is 8, after which it
+# runs the function unfused). The VAE's functions meet a new shape, memory order or optional input
+# at many stages and tile sizes of a decode; each variant is a small pointwise kernel, compiled once.
+RECOMPILE_LIMIT = 64
+
 
 def set_fusion(enabled: bool, devices: tuple[str, ...] = ("cuda",)) -> None:
     """Turn compiled fusion on or off for every fused function (on by default, for CUDA tensors)."""
@@ -47,7 +52,8 @@ def fused(fn: F) -> F:
         if not compiled:
             compiled.append(torch.compile(fn))
         try:
-            return compiled[0](*args)
+            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+                return compiled[0](*args)
         except Exception as error:  # a missing or broken compiler must not stop generation
             log.warning("fusing %s failed (%s); running it unfused", fn.__name__, error)
             failed.append(True)

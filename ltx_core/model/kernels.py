@@ -5,6 +5,7 @@ for work that torch.compile splits into several passes over memory:
   and k in one launch; each program takes one token, loads its cos/sin row once and applies it to
   that token's q and k rows of every batch sample the row serves.
 - `norm_silu_pad_kernel`: everything between two VAE convolutions in one read and one write.
+- `add_noise_and_skip_kernel`: the residual sum that ends a VAE res block, in one pass.
 - `quantize_rows_kernel`: fp8 row quantization (optionally of GELU(x)) reading each row once.
 
 Triton is imported on the first call that needs it; without Triton (or with a broken one) the
@@ -91,13 +92,16 @@ def norm_silu_pad_kernel(
     front: int,
     back: int,
     eps: float,
+    space: int = 0,
+    space_mode: str = "reflect",
 ) -> torch.Tensor:
     """The VAE's `norm_silu_pad` in one pass: reads x once, writes the padded output once, in float32
     and rounded once to x's dtype.
 
     x: (B, C, T, H, W), best in channels-last order (other orders are copied to it first); bias,
-    noise_scale: (C,); noise: (H, W); shift, scale: (B, C), both given or neither. Returns
-    (B, C, front + T + back, H, W) in channels-last order.
+    noise_scale: (C,); noise: (H, W); shift, scale: (B, C), both given or neither. `space` = 1 also pads
+    H and W by one pixel each side, `space_mode` "reflect" or "replicate". Returns
+    (B, C, front + T + back, H + 2·space, W + 2·space) in channels-last order.
     """
     kernels = _kernels()
     if kernels is None:
@@ -109,22 +113,58 @@ def norm_silu_pad_kernel(
         raise ValueError(f"noise must have shape ({height}, {width}), got {tuple(noise.shape)}")
     if shift is not None and (shift.shape != (batch, channels) or scale.shape != shift.shape):
         raise ValueError(f"shift and scale must have shape ({batch}, {channels}), got {tuple(shift.shape)}")
+    edge = {"reflect": 1, "replicate": 0}.get(space_mode, -1)  # the row / column copied to each border
+    if space and (space != 1 or edge < 0 or min(height, width) <= edge):
+        raise ValueError(
+            f"cannot pad {height}×{width} by {space} in mode {space_mode!r}: this kernel pads 1 pixel, "
+            "reflect or replicate, of an image at least 2×2"
+        )
     x = x.contiguous(memory_format=torch.channels_last_3d)
     out = torch.empty(
-        (batch, channels, front + frames + back, height, width), dtype=x.dtype, device=x.device,
-        memory_format=torch.channels_last_3d,
+        (batch, channels, front + frames + back, height + 2 * space, width + 2 * space), dtype=x.dtype,
+        device=x.device, memory_format=torch.channels_last_3d,
     )  # fmt: skip
     block_c = _next_power_of_two(channels)
     block_p = max(1, 8192 // block_c)
-    plane = height * width
-    grid = (-(-frames * plane // block_p), batch)
+    grid = (-(-frames * height * width // block_p), batch)
     dummy = x  # stands in for absent optional inputs (never read)
     kernels.norm_silu_pad_kernel[grid](
         x, dummy if bias is None else bias.contiguous(), dummy if noise is None else noise.contiguous(),
         dummy if noise_scale is None else noise_scale.contiguous(), dummy if shift is None else shift.contiguous(),
-        dummy if scale is None else scale.contiguous(), out, channels, plane, frames, eps,
-        FRONT=front, BACK=back, HAS_BIAS=bias is not None, HAS_NOISE=noise is not None,
+        dummy if scale is None else scale.contiguous(), out, channels, height, width, frames, eps, max(edge, 0),
+        FRONT=front, BACK=back, SPACE=space, HAS_BIAS=bias is not None, HAS_NOISE=noise is not None,
         HAS_MODULATION=shift is not None, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=8,
+    )  # fmt: skip
+    return out
+
+
+def add_noise_and_skip_kernel(
+    h: torch.Tensor,
+    bias: torch.Tensor | None,
+    noise: torch.Tensor | None,
+    noise_scale: torch.Tensor | None,
+    skip: torch.Tensor,
+) -> torch.Tensor:
+    """The end of a VAE res block, skip + (h [+ bias] [+ noise]), in one pass, in float32 and rounded
+    once. h, skip: (B, C, T, H, W), best in channels-last order (others are copied to it first);
+    bias, noise_scale: (C,); noise: (H, W). Returns (B, C, T, H, W) in channels-last order."""
+    kernels = _kernels()
+    if kernels is None:
+        raise RuntimeError("add_noise_and_skip_kernel needs Triton, which cannot be imported: pip install triton")
+    if skip.shape != h.shape or (noise is None) != (noise_scale is None):
+        raise ValueError(f"skip {tuple(skip.shape)} must match h {tuple(h.shape)}, and noise needs noise_scale")
+    channels, height, width = h.shape[1], h.shape[-2], h.shape[-1]
+    h, skip = (t.contiguous(memory_format=torch.channels_last_3d) for t in (h, skip))
+    out = torch.empty_like(h, memory_format=torch.channels_last_3d)
+    positions = h.numel() // channels
+    block_c = _next_power_of_two(channels)
+    block_p = max(1, 8192 // block_c)
+    dummy = h  # stands in for absent optional inputs (never read)
+    kernels.add_noise_and_skip_kernel[(-(-positions // block_p),)](
+        h, dummy if bias is None else bias.contiguous(), dummy if noise is None else noise.contiguous(),
+        dummy if noise_scale is None else noise_scale.contiguous(), skip, out, channels, height * width,
+        positions, HAS_BIAS=bias is not None, HAS_NOISE=noise is not None, BLOCK_P=block_p, BLOCK_C=block_c,
+        num_warps=8,
     )  # fmt: skip
     return out
 

@@ -36,14 +36,16 @@ def qk_norm_rope_kernel(
 
 @triton.jit
 def norm_silu_pad_kernel(
-    x, bias, noise, noise_scale, shift, scale, out, channels, plane, frames, eps,
-    FRONT: tl.constexpr, BACK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_NOISE: tl.constexpr,
-    HAS_MODULATION: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    x, bias, noise, noise_scale, shift, scale, out, channels, height, width, frames, eps, edge,
+    FRONT: tl.constexpr, BACK: tl.constexpr, SPACE: tl.constexpr, HAS_BIAS: tl.constexpr,
+    HAS_NOISE: tl.constexpr, HAS_MODULATION: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    # x (B, T, H, W, C) and out (B, FRONT + T + BACK, H, W, C) in memory: each program normalises a
-    # block of BLOCK_P positions of one sample over all channels and writes them once, plus the
-    # copies the time padding needs when the block holds first- or last-frame positions
+    # x (B, T, H, W, C) and out (B, FRONT + T + BACK, H + 2·SPACE, W + 2·SPACE, C) in memory: each
+    # program normalises a block of BLOCK_P positions of one sample over all channels and writes them
+    # once, plus the copies the padding needs: first / last frames in time; with SPACE = 1 the row and
+    # column `edge` from each border (1: reflect, 0: replicate) also into the border row or column
     block, sample = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    plane = height * width
     p = block.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)  # int64: offsets pass 2³¹ at large sizes
     c = tl.arange(0, BLOCK_C)
     p_ok, c_ok = p < frames * plane, c < channels
@@ -62,13 +64,33 @@ def norm_silu_pad_kernel(
         y = y * (1 + tl.load(scale + row, mask=c_ok, other=0.0).to(tl.float32)[None, :])
         y += tl.load(shift + row, mask=c_ok, other=0.0).to(tl.float32)[None, :]
     y = (y * tl.sigmoid(y)).to(out.dtype.element_ty)
-    dst = out + sample * (FRONT + frames + BACK) * plane * channels + c[None, :]
-    tl.store(dst + (FRONT * plane + p)[:, None] * channels, y, mask=ok)
-    t = p // plane
-    for i in tl.static_range(FRONT):  # copies of frame 0 in front
-        tl.store(dst + (i * plane + hw)[:, None] * channels, y, mask=ok & (t == 0)[:, None])
-    for i in tl.static_range(BACK):  # copies of the last frame behind
-        tl.store(dst + ((FRONT + frames + i) * plane + hw)[:, None] * channels, y, mask=ok & (t == frames - 1)[:, None])
+
+    t, h, w = p // plane, hw // width, hw % width
+    out_height, out_width = height + 2 * SPACE, width + 2 * SPACE
+    dst = out + sample * (FRONT + frames + BACK) * out_height * out_width * channels + c[None, :]
+    for ti in tl.static_range(1 + FRONT + BACK):  # the frame itself, then its copies in front / behind
+        if ti == 0:
+            t_out, t_ok = t + FRONT, p_ok
+        elif ti <= FRONT:
+            t_out, t_ok = t * 0 + (ti - 1), p_ok & (t == 0)
+        else:
+            t_out, t_ok = t * 0 + (FRONT + frames + (ti - 1 - FRONT)), p_ok & (t == frames - 1)
+        for ri in tl.static_range(1 + 2 * SPACE):  # the row itself, then the top and bottom borders
+            if ri == 0:
+                h_out, h_ok = h + SPACE, t_ok
+            elif ri == 1:
+                h_out, h_ok = h * 0, t_ok & (h == edge)
+            else:
+                h_out, h_ok = h * 0 + (height + 1), t_ok & (h == height - 1 - edge)
+            for ci in tl.static_range(1 + 2 * SPACE):  # likewise for columns
+                if ci == 0:
+                    w_out, w_ok = w + SPACE, h_ok
+                elif ci == 1:
+                    w_out, w_ok = w * 0, h_ok & (w == edge)
+                else:
+                    w_out, w_ok = w * 0 + (width + 1), h_ok & (w == width - 1 - edge)
+                offset = ((t_out * out_height + h_out) * out_width + w_out) * channels
+                tl.store(dst + offset[:, None], y, mask=w_ok[:, None] & c_ok[None, :])
 
 
 @triton.jit
@@ -84,3 +106,24 @@ def quantize_rows_kernel(x, values, scales, cols, max_value, GELU: tl.constexpr,
     scale = tl.maximum(tl.max(tl.abs(v), axis=0), 1e-12) / max_value
     tl.store(values + row * cols + c, (v / scale).to(values.dtype.element_ty), mask=ok)
     tl.store(scales + row, scale)
+
+
+@triton.jit
+def add_noise_and_skip_kernel(
+    h, bias, noise, noise_scale, skip, out, channels, plane, positions,
+    HAS_BIAS: tl.constexpr, HAS_NOISE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    # h, skip and out (B·T·H·W, C) in memory (channels-last): out = skip + (h [+ bias] [+ noise])
+    p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    c = tl.arange(0, BLOCK_C)
+    p_ok, c_ok = p < positions, c < channels
+    ok = p_ok[:, None] & c_ok[None, :]
+    offsets = p[:, None] * channels + c[None, :]
+    v = tl.load(h + offsets, mask=ok, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        v += tl.load(bias + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+    if HAS_NOISE:
+        spatial = tl.load(noise + p % plane, mask=p_ok, other=0.0).to(tl.float32)
+        v += spatial[:, None] * tl.load(noise_scale + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+    v += tl.load(skip + offsets, mask=ok, other=0.0).to(tl.float32)
+    tl.store(out + offsets, v.to(out.dtype.element_ty), mask=ok)

@@ -15,6 +15,7 @@ from torch import nn
 
 from ...config import VAEBlock
 from ..fusion import fused
+from ..kernels import add_noise_and_skip_kernel, kernels_usable
 from ..layers import TIMESTEP_EMBEDDING_DIM, TimestepMLP, timestep_sinusoid
 from .convolution import (
     CausalConv3d,
@@ -28,7 +29,6 @@ from .convolution import (
 )
 
 
-@fused
 def add_noise_and_skip(
     h: torch.Tensor,
     bias: torch.Tensor | None,
@@ -37,7 +37,21 @@ def add_noise_and_skip(
     skip: torch.Tensor,
 ) -> torch.Tensor:
     """skip + (h [+ bias] [+ noise]): the end of a res block, with its last convolution's left-out bias
-    and the noise (a spatial map (H, W) times a per-channel scale (C,))."""
+    and the noise (a spatial map (H, W) times a per-channel scale (C,)). One pass on CUDA (a Triton
+    kernel, or compiled), plain torch elsewhere."""
+    if kernels_usable(h):
+        return add_noise_and_skip_kernel(h, bias, noise, noise_scale, skip)
+    return _add_noise_and_skip(h, bias, noise, noise_scale, skip)
+
+
+@fused
+def _add_noise_and_skip(
+    h: torch.Tensor,
+    bias: torch.Tensor | None,
+    noise: torch.Tensor | None,
+    noise_scale: torch.Tensor | None,
+    skip: torch.Tensor,
+) -> torch.Tensor:
     if bias is not None:
         h = h + per_channel(bias)
     if noise is not None:

@@ -83,9 +83,15 @@ class CausalConv3d(nn.Module):
         step (a `Prologue`, `add_noise_and_skip`, `unfold_and_skip`): on CUDA the convolution would
         otherwise add it in a pass of its own over the output.
         """
-        front, back = self.time_padding
-        x = pad_time(x, front, back) if prologue is None else norm_silu_pad(x, prologue, front, back)
-        return self.conv._conv_forward(x, self.conv.weight, self.conv.bias if add_bias else None)
+        conv, (front, back) = self.conv, self.time_padding
+        bias = conv.bias if add_bias else None
+        if prologue is None:
+            return conv._conv_forward(pad_time(x, front, back), conv.weight, bias)
+        if conv.padding_mode == "zeros":  # cuDNN pads zeros itself, at no cost
+            return F.conv3d(norm_silu_pad(x, prologue, front, back), conv.weight, bias, conv.stride, conv.padding)
+        # reflect / replicate: the prologue pads space too, in the same pass
+        x = norm_silu_pad(x, prologue, front, back, conv.padding_mode, self.kernel_size // 2)
+        return F.conv3d(x, conv.weight, bias, conv.stride)
 
 
 @dataclass(frozen=True)
@@ -122,13 +128,17 @@ def per_channel(v: torch.Tensor) -> torch.Tensor:
     return v[..., None, None, None]
 
 
-def norm_silu_pad(x: torch.Tensor, prologue: Prologue, front: int, back: int) -> torch.Tensor:
-    """[x + bias] [+ noise] → PixelNorm → [·(1 + scale) + shift] → SiLU → `pad_time(…, front, back)`:
-    one pass over x on CUDA (a Triton kernel, or compiled), plain torch elsewhere."""
+def norm_silu_pad(
+    x: torch.Tensor, prologue: Prologue, front: int, back: int, space_mode: str = "zeros", space: int = 0
+) -> torch.Tensor:
+    """[x + bias] [+ noise] → PixelNorm → [·(1 + scale) + shift] → SiLU → `pad_time(…, front, back)`
+    [→ `space` pixels of `space_mode` padding around H and W]: one pass over x on CUDA (a Triton
+    kernel, or compiled), plain torch elsewhere."""
     p = prologue
-    if kernels_usable(x):
-        return norm_silu_pad_kernel(x, p.bias, p.noise, p.noise_scale, p.shift, p.scale, front, back, PIXEL_NORM_EPS)
-    return _norm_silu_pad(x, p.bias, p.noise, p.noise_scale, p.shift, p.scale, front, back)
+    args = (x, p.bias, p.noise, p.noise_scale, p.shift, p.scale, front, back)
+    if kernels_usable(x) and space <= 1 and min(x.shape[-2:]) > space:
+        return norm_silu_pad_kernel(*args, PIXEL_NORM_EPS, space, space_mode)
+    return _norm_silu_pad(*args, space_mode, space)
 
 
 @fused
@@ -141,6 +151,8 @@ def _norm_silu_pad(
     scale: torch.Tensor | None,
     front: int,
     back: int,
+    space_mode: str,
+    space: int,
 ) -> torch.Tensor:
     if bias is not None:
         x = x + per_channel(bias)
@@ -149,7 +161,10 @@ def _norm_silu_pad(
     h = pixel_norm(x)
     if scale is not None:
         h = h * (1 + per_channel(scale)) + per_channel(shift)
-    return conv_layout(pad_time(F.silu(h), front, back))
+    h = pad_time(F.silu(h), front, back)
+    if space:
+        h = F.pad(h, (space, space, space, space, 0, 0), mode=space_mode)
+    return conv_layout(h)
 
 
 def conv_layout(x: torch.Tensor) -> torch.Tensor:

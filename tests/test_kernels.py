@@ -357,3 +357,33 @@ def test_vae_convolution_uses_the_kernel_when_fusing(monkeypatch, enabled):
 
 if __name__ == "__main__":  # the child process, with TRITON_INTERPRET=1
     print(json.dumps(_measure()))
+
+
+def test_a_failing_kernel_falls_back_to_the_plain_path(monkeypatch, caplog):
+    """A kernel that cannot run (a Triton that cannot build for the GPU, say) is logged once, and
+    this and every later call take the plain path instead of stopping the generation."""
+    calls = []
+
+    def broken(*args):
+        calls.append(1)
+        raise RuntimeError("no kernel for this GPU")
+
+    monkeypatch.setattr(kernels, "triton_available", lambda t: True)
+    monkeypatch.setattr(kernels, "_failed", [])
+    monkeypatch.setattr(convolution, "norm_silu_pad_kernel", broken)
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: fn)  # the plain path, not compiled for the CPU
+    fusion.set_fusion(True, devices=("cpu",))
+    try:
+        conv = convolution.CausalConv3d(4, 4)
+        for p in conv.parameters():
+            torch.nn.init.normal_(p)
+        x = torch.randn(1, 4, 3, 2, 2)
+        with torch.no_grad(), caplog.at_level("WARNING"):
+            outputs = [conv(x, convolution.Prologue()) for _ in range(2)]
+    finally:
+        fusion.set_fusion(True)
+    with torch.no_grad():
+        expected = conv(x, convolution.Prologue())  # fusion off for the CPU again: the plain path
+    assert all(torch.allclose(out, expected, atol=1e-6) for out in outputs)
+    assert calls == [1] and not kernels.kernels_usable(x)
+    assert sum("using the plain path" in r.message for r in caplog.records) == 1

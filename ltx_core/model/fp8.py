@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fusion import fused, fusion_enabled
-from .kernels import kernels_usable, quantize_rows_kernel
+from .kernels import kernel_or_none, kernels_usable, quantize_rows_kernel
 
 E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
 
@@ -28,13 +28,15 @@ def fp8_matmul_supported(device: torch.device) -> bool:
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(M, K) → e4m3 values and (M, 1) float32 scales with x ≈ values · scale, row by row (one pass
     over x on CUDA)."""
-    return quantize_rows_kernel(x) if kernels_usable(x) else _quantize_rows(x)
+    quantized = kernel_or_none(lambda: quantize_rows_kernel(x)) if kernels_usable(x) else None
+    return _quantize_rows(x) if quantized is None else quantized
 
 
 def gelu_quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`quantize_rows` of GELU(tanh)(x), in one pass on CUDA: the feed-forward's hidden activations
     go from the first product to the second as e4m3, never written out in their own dtype."""
-    return quantize_rows_kernel(x, gelu=True) if kernels_usable(x) else _gelu_quantize_rows(x)
+    quantized = kernel_or_none(lambda: quantize_rows_kernel(x, gelu=True)) if kernels_usable(x) else None
+    return _gelu_quantize_rows(x) if quantized is None else quantized
 
 
 @fused

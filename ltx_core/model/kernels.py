@@ -15,11 +15,17 @@ callers keep their plain path (`kernels_usable`). Inference only: the kernels ha
 from __future__ import annotations
 
 import functools
+import logging
+from collections.abc import Callable
 from types import ModuleType
+from typing import TypeVar
 
 import torch
 
 from .fusion import fusion_enabled
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @functools.cache
@@ -40,11 +46,29 @@ def triton_available(t: torch.Tensor) -> bool:
 
 def kernels_usable(t: torch.Tensor) -> bool:
     """Whether a caller should use a kernel of this module on `t`: fusion on for its device, Triton
-    there, no autograd (the kernels have no backward), and no compiler tracing (which fuses the plain
-    path itself)."""
+    there, no autograd (the kernels have no backward), no compiler tracing (which fuses the plain
+    path itself), and no kernel has failed in this process (`kernel_or_none`)."""
     return (
-        fusion_enabled(t.device.type) and triton_available(t) and not (t.requires_grad or torch.compiler.is_compiling())
+        not _failed
+        and fusion_enabled(t.device.type)
+        and triton_available(t)
+        and not (t.requires_grad or torch.compiler.is_compiling())
     )
+
+
+_failed: list[str] = []
+
+
+def kernel_or_none(call: Callable[[], T]) -> T | None:
+    """`call()`, a call of a kernel of this module, or None when it fails (a Triton that cannot build
+    for this GPU, say): logged once, after which `kernels_usable` is False and callers keep to their
+    plain path instead of stopping the generation."""
+    try:
+        return call()
+    except Exception as error:
+        log.warning("a Triton kernel failed (%s); using the plain path from now on", error)
+        _failed.append(repr(error))
+        return None
 
 
 def qk_norm_rope(

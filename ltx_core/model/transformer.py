@@ -13,7 +13,7 @@ from ..loading.materialize import DtypeChoice, materialize
 from .attention import attention, text_mask_bias
 from .fp8 import project
 from .fusion import fused
-from .kernels import kernels_usable, qk_norm_rope
+from .kernels import kernel_or_none, kernels_usable, qk_norm_rope
 from .layers import AdaLNSingle, CaptionProjection, FeedForward, Linear, RMSNorm
 from .rope import apply_rope, rope_tables
 
@@ -45,11 +45,17 @@ class Attention(nn.Module):
             q, (k, v) = self.to_q(x), project(context, self.to_k, self.to_v)
         if rope is None:
             q, k = self.q_norm(q), self.k_norm(k)
-        elif kernels_usable(q):
-            q, k = qk_norm_rope(q, k, self.q_norm.weight, self.k_norm.weight, self.q_norm.eps, *rope)
         else:
-            q = rms_norm_rope(q, self.q_norm.weight, self.q_norm.eps, *rope)
-            k = rms_norm_rope(k, self.k_norm.weight, self.k_norm.eps, *rope)
+            normed = None
+            if kernels_usable(q):
+                qk_args = (q, k, self.q_norm.weight, self.k_norm.weight, self.q_norm.eps, *rope)
+                normed = kernel_or_none(lambda: qk_norm_rope(*qk_args))
+            if normed is None:
+                normed = (
+                    rms_norm_rope(q, self.q_norm.weight, self.q_norm.eps, *rope),
+                    rms_norm_rope(k, self.k_norm.weight, self.k_norm.eps, *rope),
+                )
+            q, k = normed
         return self.to_out[0](attention(q, k, v, self.heads, bias))
 
 

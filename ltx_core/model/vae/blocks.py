@@ -15,7 +15,7 @@ from torch import nn
 
 from ...config import VAEBlock
 from ..fusion import fused
-from ..kernels import add_noise_and_skip_kernel, kernels_usable
+from ..kernels import add_noise_and_skip_kernel, kernel_or_none, kernels_usable
 from ..layers import TIMESTEP_EMBEDDING_DIM, TimestepMLP, timestep_sinusoid
 from .convolution import (
     CausalConv3d,
@@ -40,7 +40,9 @@ def add_noise_and_skip(
     and the noise (a spatial map (H, W) times a per-channel scale (C,)). One pass on CUDA (a Triton
     kernel, or compiled), plain torch elsewhere."""
     if kernels_usable(h):
-        return add_noise_and_skip_kernel(h, bias, noise, noise_scale, skip)
+        out = kernel_or_none(lambda: add_noise_and_skip_kernel(h, bias, noise, noise_scale, skip))
+        if out is not None:
+            return out
     return _add_noise_and_skip(h, bias, noise, noise_scale, skip)
 
 

@@ -11,7 +11,7 @@ from einops import rearrange
 from torch import nn
 
 from ..fusion import fused
-from ..kernels import kernels_usable, norm_silu_pad_kernel
+from ..kernels import kernel_or_none, kernels_usable, norm_silu_pad_kernel
 
 PIXEL_NORM_EPS = 1e-8
 Stride = tuple[int, int, int]  # frames, height, width
@@ -137,7 +137,9 @@ def norm_silu_pad(
     p = prologue
     args = (x, p.bias, p.noise, p.noise_scale, p.shift, p.scale, front, back)
     if kernels_usable(x) and space <= 1 and min(x.shape[-2:]) > space:
-        return norm_silu_pad_kernel(*args, PIXEL_NORM_EPS, space, space_mode)
+        out = kernel_or_none(lambda: norm_silu_pad_kernel(*args, PIXEL_NORM_EPS, space, space_mode))
+        if out is not None:
+            return out
     return _norm_silu_pad(*args, space_mode, space)
 
 

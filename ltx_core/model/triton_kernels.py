@@ -35,6 +35,19 @@ def qk_norm_rope_kernel(
 
 
 @triton.jit
+def _padded_target(i: tl.constexpr, pos, size, edge, ok, SPACE: tl.constexpr):
+    # where a position along a padded axis goes: i = 0 its own place, 1 the low border (written from
+    # position `edge`), 2 the high border (from size − 1 − edge); with the mask of who writes there
+    if i == 0:
+        index, mask = pos + SPACE, ok
+    elif i == 1:
+        index, mask = pos * 0, ok & (pos == edge)
+    else:
+        index, mask = pos * 0 + (size + 1), ok & (pos == size - 1 - edge)
+    return index, mask
+
+
+@triton.jit
 def norm_silu_pad_kernel(
     x, bias, noise, noise_scale, shift, scale, out, channels, height, width, frames, eps, edge,
     FRONT: tl.constexpr, BACK: tl.constexpr, SPACE: tl.constexpr, HAS_BIAS: tl.constexpr,
@@ -76,19 +89,9 @@ def norm_silu_pad_kernel(
         else:
             t_out, t_ok = t * 0 + (FRONT + frames + (ti - 1 - FRONT)), p_ok & (t == frames - 1)
         for ri in tl.static_range(1 + 2 * SPACE):  # the row itself, then the top and bottom borders
-            if ri == 0:
-                h_out, h_ok = h + SPACE, t_ok
-            elif ri == 1:
-                h_out, h_ok = h * 0, t_ok & (h == edge)
-            else:
-                h_out, h_ok = h * 0 + (height + 1), t_ok & (h == height - 1 - edge)
+            h_out, h_ok = _padded_target(ri, h, height, edge, t_ok, SPACE)
             for ci in tl.static_range(1 + 2 * SPACE):  # likewise for columns
-                if ci == 0:
-                    w_out, w_ok = w + SPACE, h_ok
-                elif ci == 1:
-                    w_out, w_ok = w * 0, h_ok & (w == edge)
-                else:
-                    w_out, w_ok = w * 0 + (width + 1), h_ok & (w == width - 1 - edge)
+                w_out, w_ok = _padded_target(ci, w, width, edge, h_ok, SPACE)
                 offset = ((t_out * out_height + h_out) * out_width + w_out) * channels
                 tl.store(dst + offset[:, None], y, mask=w_ok[:, None] & c_ok[None, :])
 

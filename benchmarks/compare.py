@@ -35,13 +35,11 @@ from ltx_core.loading import QuantizedLinear, QuantizedTensor  # noqa: E402
 from ltx_core.loading.dequant import GGMLType  # noqa: E402
 from ltx_core.loading.keymaps import transformer_to_diffusers, vae_to_diffusers  # noqa: E402
 from ltx_core.model.fp8 import quantize_linears  # noqa: E402
-from ltx_core.model.rope import video_positions  # noqa: E402
 from tiny import diffusers_ltx_scheduler  # noqa: E402
 
 GiB = 2**30
 DEVICE, DTYPE = "cuda", torch.bfloat16
-LATENT = (16, 16, 24)  # frames, height, width of the 768×512×121 latent
-TOKENS = LATENT[0] * LATENT[1] * LATENT[2]
+LATENT = transformer_forward.LATENT  # frames, height, width of the 768×512×121 latent
 STEPS = 50
 # diffusers' AutoencoderKLLTXVideo arguments of the 0.9.1 VAE (convert_ltx_to_diffusers.py)
 DIFFUSERS_VAE_091 = dict(
@@ -92,15 +90,8 @@ def max_delta(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     return d.max().item(), (d.mean() / b.float().abs().mean()).item()
 
 
-def transformer_inputs():
-    gen = torch.Generator(device=DEVICE).manual_seed(1)
-    x = torch.randn(2, TOKENS, 128, device=DEVICE, dtype=DTYPE, generator=gen)
-    context = torch.randn(2, 128, 4096, device=DEVICE, dtype=DTYPE, generator=gen)
-    mask = torch.ones(2, 128, device=DEVICE)
-    mask[:, 40:] = 0
-    sigma = torch.tensor([0.7, 0.7], device=DEVICE)
-    positions = video_positions(*LATENT, frame_rate=25.0, causal_fix=False, device=DEVICE)
-    return x, sigma, context, mask, positions
+def transformer_inputs() -> tuple[torch.Tensor, ...]:
+    return transformer_forward.transformer_inputs(DEVICE, DTYPE)
 
 
 def quantize_q8_0(weight: torch.Tensor) -> QuantizedTensor:
@@ -113,8 +104,6 @@ def quantize_q8_0(weight: torch.Tensor) -> QuantizedTensor:
 
 
 def section_forward(rows: list) -> None:
-    from diffusers import LTXVideoTransformer3DModel
-
     with torch.device("meta"):
         meta = LTXVideoTransformer(LTXV_2B)
     weights = transformer_forward.random_weights(meta, DEVICE, DTYPE)
@@ -129,19 +118,7 @@ def section_forward(rows: list) -> None:
         row(rows, "forward", "ours, bf16", ms, "ms", peak_gib=peak.allocated)
         ours = run()
 
-        with torch.device("meta"):
-            reference = LTXVideoTransformer3DModel()
-        reference.load_state_dict(transformer_to_diffusers(weights), assign=True)
-        reference.eval()
-        x, sigma, context, mask, positions = inputs
-        ref_run = lambda: reference(  # noqa: E731
-            hidden_states=x,
-            encoder_hidden_states=context,
-            timestep=sigma * 1000,
-            encoder_attention_mask=mask,
-            video_coords=positions.expand(2, -1, -1),
-            return_dict=False,
-        )[0]
+        ref_run = transformer_forward.diffusers_forward(weights, inputs)
         with Peak() as peak:
             ref_ms = gpu_ms(ref_run, 10)
         worst, mean = max_delta(ours, ref_run())

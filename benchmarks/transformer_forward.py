@@ -35,6 +35,41 @@ def random_weights(model_meta: torch.nn.Module, device: str, dtype: torch.dtype)
     return weights
 
 
+def transformer_inputs(
+    device: str, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x, sigma, context, mask, positions of a CFG batch of 2 at the default shape (the same draws
+    in every script): 6,144 latent tokens, 128 text tokens of which 40 are kept."""
+    gen = torch.Generator(device=device).manual_seed(1)
+    x = torch.randn(2, LATENT[0] * LATENT[1] * LATENT[2], 128, device=device, dtype=dtype, generator=gen)
+    context = torch.randn(2, TEXT_TOKENS, 4096, device=device, dtype=dtype, generator=gen)
+    mask = torch.ones(2, TEXT_TOKENS, device=device)
+    mask[:, 40:] = 0
+    sigma = torch.tensor([0.7, 0.7], device=device)
+    positions = video_positions(*LATENT, frame_rate=25.0, causal_fix=False, device=device)
+    return x, sigma, context, mask, positions
+
+
+def diffusers_forward(weights: dict[str, torch.Tensor], inputs: tuple[torch.Tensor, ...]):
+    """diffusers' LTXVideoTransformer3DModel on our `weights` (original keys), as a function of no
+    arguments running it on `inputs` (from `transformer_inputs`)."""
+    from diffusers import LTXVideoTransformer3DModel
+
+    with torch.device("meta"):
+        reference = LTXVideoTransformer3DModel()
+    reference.load_state_dict(transformer_to_diffusers(weights), assign=True)
+    reference.eval()
+    x, sigma, context, mask, positions = inputs
+    return lambda: reference(
+        hidden_states=x,
+        encoder_hidden_states=context,
+        timestep=sigma * 1000,
+        encoder_attention_mask=mask,
+        video_coords=positions.expand(2, -1, -1),
+        return_dict=False,
+    )[0]
+
+
 def time_cuda(fn, iters: int, warmup: int = 3) -> list[float]:
     for _ in range(warmup):
         fn()
@@ -68,13 +103,8 @@ def main() -> None:
     model = LTXVideoTransformer.from_state_dict(cfg, dict(weights))
 
     n = LATENT[0] * LATENT[1] * LATENT[2]
-    gen = torch.Generator(device=device).manual_seed(1)
-    x = torch.randn(2, n, 128, device=device, dtype=dtype, generator=gen)
-    context = torch.randn(2, TEXT_TOKENS, 4096, device=device, dtype=dtype, generator=gen)
-    mask = torch.ones(2, TEXT_TOKENS, device=device)
-    mask[:, 40:] = 0
-    sigma = torch.tensor([0.7, 0.7], device=device)
-    positions = video_positions(*LATENT, frame_rate=25.0, causal_fix=False, device=device)
+    inputs = transformer_inputs(device, dtype)
+    x, sigma, context, mask, positions = inputs
     rows = []
 
     def report(name: str, times: list[float]) -> None:
@@ -137,20 +167,7 @@ def main() -> None:
                     report("blocks compiled, cuDNN", time_cuda(ours, args.iters))
 
         if args.diffusers:
-            from diffusers import LTXVideoTransformer3DModel
-
-            with torch.device("meta"):
-                ref = LTXVideoTransformer3DModel()
-            ref.load_state_dict(transformer_to_diffusers(weights), assign=True)
-            ref.eval()
-            run = lambda: ref(  # noqa: E731
-                hidden_states=x,
-                encoder_hidden_states=context,
-                timestep=sigma * 1000,
-                encoder_attention_mask=mask,
-                video_coords=positions.expand(2, -1, -1),
-                return_dict=False,
-            )[0]
+            run = diffusers_forward(weights, inputs)
             diff = (run().float() - reference_out).abs()
             print(f"diffusers vs ours: max |Δ| {diff.max():.4f}, mean |Δ| {diff.mean():.5f}", flush=True)
             report("diffusers eager", time_cuda(run, args.iters))

@@ -20,3 +20,25 @@ def pytest_runtest_makereport(item, call):
     if REQUIRE_ORACLES and report.skipped and item.get_closest_marker("parity") is not None:
         report.outcome = "failed"
         report.longrepr = f"parity test skipped but LTX_REQUIRE_ORACLES=1: {report.longrepr}"
+
+
+@pytest.fixture(scope="session")
+def comfy_root(tmp_path_factory):
+    """A ComfyUI base folder with the tiny model files under models/ and the workflows' images under
+    input/, written once for the whole run."""
+    from tiny_comfy import write_comfy_models, write_input_images
+
+    root = tmp_path_factory.mktemp("comfy")
+    write_comfy_models(root / "models")
+    write_input_images(root / "input")
+    return root
+
+
+@pytest.fixture
+def comfy(monkeypatch, comfy_root, tmp_path):
+    """The fake ComfyUI modules installed over `comfy_root`, writing outputs to a fresh folder."""
+    from comfy_fake import install
+
+    fake = install(monkeypatch, comfy_root)
+    fake.output = tmp_path / "output"
+    return fake

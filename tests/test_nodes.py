@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from comfy_fake import Interrupted, install
-from tiny_comfy import CHECKPOINT, GGUF, T5, VAE, write_comfy_models
+from comfy_fake import Interrupted
+from tiny_comfy import CHECKPOINT, GGUF, T5, VAE
 from workflows.build import import_pack
 
 pack = import_pack()
@@ -26,20 +26,6 @@ CORE_LTX_IDS = {
     "LTXVPreprocess",
     "ModelMergeLTXV",
 }
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("comfy")
-    write_comfy_models(root / "models")
-    return root
-
-
-@pytest.fixture
-def comfy(monkeypatch, models_root, tmp_path):
-    fake = install(monkeypatch, models_root)
-    fake.output = tmp_path / "output"
-    return fake
 
 
 @pytest.mark.parametrize("cls", nodes.NODE_CLASSES, ids=lambda c: c.__name__)

@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from comfy_fake import install
 from ltx_core.media import read_image, read_video
-from tiny_comfy import write_comfy_models, write_input_images
 from workflows.build import CONTROL_VALUE, CORE_NODES, build, dumps, import_pack, is_widget, node_spec
 
 nodes = import_pack().nodes
@@ -25,21 +23,6 @@ def load(name: str) -> tuple[dict, dict]:
     return json.loads((WORKFLOWS / f"{name}.json").read_text()), json.loads(
         (WORKFLOWS / "api" / f"{name}.json").read_text()
     )
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("comfy")
-    write_comfy_models(root / "models")
-    write_input_images(root / "input")
-    return root
-
-
-@pytest.fixture
-def comfy(monkeypatch, root, tmp_path):
-    fake = install(monkeypatch, root)
-    fake.output = tmp_path / "output"
-    return fake
 
 
 def test_files_are_what_the_description_builds(comfy, monkeypatch):

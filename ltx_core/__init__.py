@@ -15,7 +15,7 @@ from .config import (
 from .defaults import RELEASE_DEFAULTS, ReleaseDefaults
 from .loading import CheckpointMismatchError
 from .loading.errors import CheckpointError
-from .loading.text_encoder import load_text_encoder
+from .loading.text_encoder import load_text_encoder, tokenizer_beside
 from .loading.transformer import load_transformer
 from .loading.vae import load_vae
 from .model.rope import video_positions
@@ -62,6 +62,7 @@ __all__ = [
     "seeded_noise",
     "shifted_sigmas",
     "text_to_video",
+    "tokenizer_beside",
     "video_positions",
     "video_to_video",
 ]

@@ -40,8 +40,8 @@ def _check_fixed_values(cfg: Mapping[str, Any], fixed: Mapping[str, tuple[Any, .
             )
 
 
-def _shape_fields(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields both config formats spell the same way."""
+def shape_fields(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The shape fields, which both config formats spell the same way (absent: the 2B model's)."""
     num_heads = int(cfg.get("num_attention_heads", 32))
     head_dim = int(cfg.get("attention_head_dim", 64))
     in_channels = int(cfg.get("in_channels", 128))
@@ -53,8 +53,33 @@ def _shape_fields(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "out_channels": int(cfg.get("out_channels") or in_channels),
         "caption_channels": int(cfg.get("caption_channels", 4096)),
         "cross_attention_dim": int(cfg.get("cross_attention_dim") or num_heads * head_dim),
-        "norm_eps": float(cfg.get("norm_eps", 1e-6)),
     }
+
+
+def settings_from_metadata(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of an original transformer config that no tensor shape records (RoPE theta and max
+    positions, the timestep multiplier, the causal RoPE fix, norm eps; absent keys take the official
+    defaults), after checking the values this implementation hard-codes."""
+    _check_fixed_values(cfg, _ORIGINAL_FIXED_VALUES, "transformer config")
+    return {
+        "norm_eps": float(cfg.get("norm_eps", 1e-6)),
+        "rope_theta": float(cfg.get("positional_embedding_theta", 10000.0)),
+        "rope_max_pos": tuple(int(p) for p in cfg.get("positional_embedding_max_pos", (20, 2048, 2048))),
+        "timestep_scale_multiplier": float(cfg.get("timestep_scale_multiplier") or 1000.0),
+        "causal_temporal_positioning": bool(cfg.get("causal_temporal_positioning", False)),
+    }
+
+
+# TransformerConfig field → its name in the original config: the fields tensor shapes determine.
+TRANSFORMER_SHAPE_KEYS = {
+    "num_layers": "num_layers",
+    "num_heads": "num_attention_heads",
+    "head_dim": "attention_head_dim",
+    "in_channels": "in_channels",
+    "out_channels": "out_channels",
+    "caption_channels": "caption_channels",
+    "cross_attention_dim": "cross_attention_dim",
+}
 
 
 @dataclass(frozen=True)
@@ -100,14 +125,7 @@ class TransformerConfig:
     @classmethod
     def from_metadata(cls, cfg: Mapping[str, Any]) -> TransformerConfig:
         """From the `transformer` entry of an original checkpoint's embedded `config` JSON."""
-        _check_fixed_values(cfg, _ORIGINAL_FIXED_VALUES, "transformer config")
-        return cls(
-            **_shape_fields(cfg),
-            rope_theta=float(cfg.get("positional_embedding_theta", 10000.0)),
-            rope_max_pos=tuple(int(p) for p in cfg.get("positional_embedding_max_pos", (20, 2048, 2048))),
-            timestep_scale_multiplier=float(cfg.get("timestep_scale_multiplier") or 1000.0),
-            causal_temporal_positioning=bool(cfg.get("causal_temporal_positioning", False)),
-        )
+        return cls(**settings_from_metadata(cfg), **shape_fields(cfg))
 
     @classmethod
     def from_diffusers(cls, cfg: Mapping[str, Any], *, causal_temporal_positioning: bool = False) -> TransformerConfig:
@@ -117,7 +135,11 @@ class TransformerConfig:
         caller passes it (true for 0.9.5+ weights).
         """
         _check_fixed_values(cfg, _DIFFUSERS_FIXED_VALUES, "diffusers transformer config")
-        return cls(**_shape_fields(cfg), causal_temporal_positioning=causal_temporal_positioning)
+        return cls(
+            **shape_fields(cfg),
+            norm_eps=float(cfg.get("norm_eps", 1e-6)),
+            causal_temporal_positioning=causal_temporal_positioning,
+        )
 
     def to_metadata(self) -> dict[str, Any]:
         """The original-format config dict (what `from_metadata` reads back)."""
@@ -245,8 +267,14 @@ class VAEConfig:
     timestep_conditioning: bool = False  # 0.9.1+: adaLN of the decoder on the decode timestep
     causal_encoder: bool = True  # every released encoder
     causal_decoder: bool = False  # every released decoder
+    # How the convolutions pad H and W, encoder and decoder alike. The original config's key of the same
+    # name; when a file does not name it (0.9.0 / 0.9.1 releases, files without a config) it is "zeros",
+    # as in the reference implementations: the official Lightricks code reads this one key for both
+    # halves with "zeros" as default, and diffusers pads with zeros for every 0.9.x release. (ComfyUI
+    # core differs: it pads its decoder with "reflect" when the key is absent.)
     spatial_padding_mode: str = "zeros"
-    # None = spatial_padding_mode. ComfyUI pads the decoder with "reflect" when a 0.9.5+ file has no config.
+    # None = spatial_padding_mode. No release or reference sets the decoder apart; this only lets a
+    # caller reproduce ComfyUI core's decoder ("reflect") for a file without the key.
     decoder_spatial_padding_mode: str | None = None
 
     def __post_init__(self) -> None:
@@ -266,7 +294,8 @@ class VAEConfig:
 
     @classmethod
     def from_metadata(cls, cfg: Mapping[str, Any]) -> VAEConfig:
-        """From the `vae` entry of an original checkpoint's embedded `config` JSON."""
+        """From the `vae` entry of an original checkpoint's embedded `config` JSON. Its
+        `spatial_padding_mode` pads encoder and decoder; absent, both pad with zeros (see the field)."""
         _check_fixed_values(cfg, _VAE_FIXED_VALUES, "vae config")
         shared = cfg.get("blocks")
         encoder, decoder = cfg.get("encoder_blocks", shared), cfg.get("decoder_blocks", shared)
@@ -383,13 +412,14 @@ VAE_095 = VAEConfig(  # also 0.9.6 … 0.9.8
     ),
     decoder_blocks=_blocks(("res_x", 5), _UP, ("res_x", 5), _UP, ("res_x", 5), _UP, ("res_x", 5)),
     timestep_conditioning=True,
-    decoder_spatial_padding_mode="reflect",  # ComfyUI's choice for a 0.9.5+ VAE without a config
 )
 
 
 def detect_vae_layout(shapes: Mapping[str, tuple[int, ...]]) -> VAEConfig:
     """The released VAE preset matching a state dict's tensor shapes (original keys, `vae.` prefix
-    optional), for files without an embedded config. Same rules as ComfyUI's `sd.py`."""
+    optional), for files without an embedded config. Same rules as ComfyUI's `sd.py`. Nothing names
+    a padding mode then, so it is zeros, as in the reference implementations (not ComfyUI's decoder
+    "reflect"; see `VAEConfig.spatial_padding_mode`)."""
     shapes = {k.removeprefix("vae."): tuple(v) for k, v in shapes.items()}
     probe = "decoder.up_blocks.0.res_blocks.0.conv1.conv.weight"
     if probe not in shapes:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from .loading.errors import CheckpointError
+
 WHAT_TO_DOWNLOAD = """\
 LTX-Video needs two files (or folders) that this command cannot download for you:
 
@@ -81,13 +83,32 @@ class ProgressBar:
             print(file=sys.stderr)
 
 
+# The core's advice (ltx_core.loading.errors.API_ADVICE) in this command's words: its flags.
+CLI_ADVICE = {
+    "transformer": "pass it as --checkpoint",
+    "vae": "pass it as --vae",
+    "text_encoder": "pass it as --text-encoder",
+    "missing_tokenizer": "put T5's spiece.model or tokenizer.json (from google/t5-v1_1-xxl) next to it, "
+    "or pass the file or its folder as --tokenizer",
+    "bad_tokenizer": "pass T5's own spiece.model or tokenizer.json (from google/t5-v1_1-xxl) as --tokenizer",
+}
+
+
+def _in_flags(error: CheckpointError, args: argparse.Namespace) -> str:
+    """The error's message with its advice naming this command's flags."""
+    if args.vae is None and error.advice == "transformer" and error.path == args.checkpoint:
+        return f"{args.checkpoint.name} holds only the transformer, no VAE; pass a VAE file as --vae."
+    return str(error.reworded(CLI_ADVICE))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    missing = [f"--{name}" for name in ("checkpoint", "text_encoder") if getattr(args, name) is None]
+    required = {"--checkpoint": args.checkpoint, "--text-encoder": args.text_encoder}
+    missing = [flag for flag, path in required.items() if path is None]
     missing += [str(p) for p in (args.checkpoint, args.text_encoder) if p is not None and not p.exists()]
     if missing:
-        print(f"missing: {', '.join(m.replace('_', '-') for m in missing)}\n\n{WHAT_TO_DOWNLOAD}", file=sys.stderr)
+        print(f"missing: {', '.join(missing)}\n\n{WHAT_TO_DOWNLOAD}", file=sys.stderr)
         return 2
 
     from .defaults import defaults_for
@@ -127,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             frames = text_to_video(models, args.prompt, args.negative_prompt, settings, on_step=ProgressBar())
-    except (ValueError, FileNotFoundError) as error:  # bad files and settings come with their explanation
+    except CheckpointError as error:  # a file that cannot be used: its advice in flags
+        print(f"error: {_in_flags(error, args)}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as error:  # bad settings come with their explanation
         print(f"error: {error}", file=sys.stderr)
         return 1
     fps = args.fps or defaults_for(models.release).frame_rate

@@ -28,6 +28,7 @@ from torch import nn
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".gguf")  # plus folders holding a config.json (diffusers/transformers)
 LATENT_RGB_CHANNELS = 128  # core's LTXV preview factors are for the released 128-channel latents
 LOW_VRAM_RESERVE = 3 * 2**30  # bytes core frees on the GPU for streamed blocks and activations
+BUNDLED_TOKENIZER = "comfy/text_encoders/t5_tokenizer/tokenizer.json"  # ships with ComfyUI, for its T5 encoders
 
 
 class _Holder(nn.Module):
@@ -106,19 +107,27 @@ def list_models(folders: Sequence[str]) -> list[str]:
 
 def model_path(folders: Sequence[str], name: str) -> Path:
     """The file or folder `name` under the first of ComfyUI's `folders` that has it."""
-    for folder in folders:
-        for root in _folder_paths().get_folder_paths(folder):
-            if (Path(root) / name).exists():
-                return Path(root) / name
-    raise ValueError(f"{name!r} was not found in ComfyUI's {', '.join(folders)} folders; put the file there")
+    roots = [Path(root) for folder in folders for root in _folder_paths().get_folder_paths(folder)]
+    for root in roots:
+        if (root / name).exists():
+            return root / name
+    raise ValueError(
+        f"{name} was not found in {' or '.join(f'models/{f}' for f in folders)} (looked in "
+        f"{', '.join(map(str, roots))}); put the file there, or choose another (press r to refresh the lists)."
+    )
 
 
 def default_tokenizer() -> Path | None:
-    """ComfyUI's bundled T5 tokenizer, for T5 files that come without one."""
+    """ComfyUI's bundled T5 tokenizer (the one core's own T5 encoders use), for T5 files that come
+    without one; None if this ComfyUI lacks it. `comfy` and `comfy.text_encoders` have no __init__.py:
+    namespace packages, whose __file__ is None; their __path__ lists the folder either way."""
     import comfy.text_encoders
 
-    folder = Path(comfy.text_encoders.__file__).parent / "t5_tokenizer"
-    return folder if (folder / "tokenizer.json").is_file() else None
+    for folder in comfy.text_encoders.__path__:
+        file = Path(folder, "t5_tokenizer", "tokenizer.json")  # BUNDLED_TOKENIZER
+        if file.is_file():
+            return file
+    return None
 
 
 def check_interrupt() -> None:

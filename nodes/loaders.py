@@ -7,7 +7,10 @@ loaded objects until an input changes.
 
 from __future__ import annotations
 
-from ..ltx_core import load_text_encoder, load_transformer, load_vae
+import contextlib
+from collections.abc import Iterator
+
+from ..ltx_core import CheckpointError, load_text_encoder, load_transformer, load_vae, tokenizer_beside
 from ..ltx_core.memory import MEMORY_MODES
 from ..ltx_core.model.fp8 import quantize_linears
 from . import comfy_bridge as bridge
@@ -28,6 +31,29 @@ MODEL_FOLDERS = ("checkpoints", "diffusion_models")
 VAE_FOLDERS = ("vae", "checkpoints")
 TEXT_FOLDERS = ("text_encoders",)
 FROM_MODEL = "(from the model file)"
+MODEL_LOADER = "the LTX Model Loader (pack)"
+TEXT_LOADER = "the LTX Text Encoder Loader (pack)"
+
+# The core's advice (ltx_core.loading.errors.API_ADVICE) in node words: the input to choose a file in.
+NODE_ADVICE = {
+    "transformer": f"choose it in model_name of {MODEL_LOADER} (models/checkpoints or models/diffusion_models)",
+    "vae": f"choose it in vae_name of {MODEL_LOADER} (models/vae or models/checkpoints)",
+    "text_encoder": f"choose it in text_encoder_name of {TEXT_LOADER} (models/text_encoders)",
+    "missing_tokenizer": "put T5's spiece.model or tokenizer.json (from google/t5-v1_1-xxl) next to the file in "
+    f"models/text_encoders. ComfyUI's own T5 tokenizer, {bridge.BUNDLED_TOKENIZER}, is missing too: "
+    "updating or reinstalling ComfyUI brings it back",
+    "bad_tokenizer": "replace that file with T5's spiece.model or tokenizer.json (from google/t5-v1_1-xxl), or "
+    "remove it: a T5 file with no tokenizer beside it uses ComfyUI's own T5 tokenizer",
+}
+
+
+@contextlib.contextmanager
+def in_node_words() -> Iterator[None]:
+    """The core's file errors with their advice naming node inputs instead of Python functions."""
+    try:
+        yield
+    except CheckpointError as error:
+        raise error.reworded(NODE_ADVICE) from None
 
 
 class LTXPackModelLoader:
@@ -73,17 +99,21 @@ class LTXPackModelLoader:
 
     def load(self, model_name: str, vae_name: str, weight_dtype: str, device: str, memory: str = "default") -> tuple:
         path = bridge.model_path(MODEL_FOLDERS, model_name)
-        transformer, found = load_transformer(path, dtype=WEIGHT_DTYPES[weight_dtype], device="cpu")
-        if weight_dtype == "fp8_matmul":
-            quantize_linears(transformer)
         vae_path = path if vae_name == FROM_MODEL else bridge.model_path(VAE_FOLDERS, vae_name)
-        if vae_name == FROM_MODEL and found.format in ("gguf", "split file"):
-            raise ValueError(
-                f"{model_name} holds only the transformer ({found.format}); choose a VAE file in vae_name "
-                "(models/vae, or the full checkpoint in models/checkpoints)"
-            )
-        vae_dtype = transformer.dtype if WEIGHT_DTYPES[weight_dtype] is not None else None
-        vae, vae_found = load_vae(vae_path, dtype=vae_dtype, device="cpu")
+        with in_node_words():
+            transformer, found = load_transformer(path, dtype=WEIGHT_DTYPES[weight_dtype], device="cpu")
+            if weight_dtype == "fp8_matmul":
+                quantize_linears(transformer)
+            vae_dtype = transformer.dtype if WEIGHT_DTYPES[weight_dtype] is not None else None
+            try:
+                vae, vae_found = load_vae(vae_path, dtype=vae_dtype, device="cpu")
+            except CheckpointError as error:
+                if vae_name == FROM_MODEL and error.advice == "transformer":  # the model file has no VAE
+                    raise ValueError(
+                        f"{model_name} holds only the transformer ({found.format}), no VAE. Choose a VAE in "
+                        "vae_name: a VAE file from models/vae, or the full checkpoint from models/checkpoints."
+                    ) from None
+                raise
         return (
             Loaded(bridge.manage(transformer, device, "diffusion", memory), vae_found.release),
             Loaded(bridge.manage(vae, device, "vae", memory), vae_found.release),
@@ -104,7 +134,10 @@ class LTXPackTextEncoderLoader:
             "required": {
                 "text_encoder_name": (
                     bridge.list_models(TEXT_FOLDERS),
-                    {"tooltip": "T5 encoder file or folder in models/text_encoders, e.g. t5xxl_fp16.safetensors."},
+                    {
+                        "tooltip": "T5 encoder file or folder in models/text_encoders, e.g. t5xxl_fp16.safetensors. "
+                        "Its tokenizer is spiece.model or tokenizer.json beside it, else ComfyUI's own T5 tokenizer."
+                    },
                 ),
                 "dtype": (
                     list(TEXT_DTYPES),
@@ -120,11 +153,8 @@ class LTXPackTextEncoderLoader:
 
     def load(self, text_encoder_name: str, dtype: str, device: str, memory: str = "default") -> tuple:
         path = bridge.model_path(TEXT_FOLDERS, text_encoder_name)
-        try:
-            encoder, _ = load_text_encoder(path, dtype=TEXT_DTYPES[dtype], device="cpu")
-        except ValueError as exc:  # no tokenizer beside the file: use ComfyUI's bundled T5 tokenizer
-            fallback = bridge.default_tokenizer()
-            if "has no T5 tokenizer" not in str(exc) or fallback is None:
-                raise
-            encoder, _ = load_text_encoder(path, dtype=TEXT_DTYPES[dtype], device="cpu", tokenizer_path=fallback)
+        # T5 files are usually downloaded alone; core's T5 encoders use the tokenizer bundled with ComfyUI
+        tokenizer = None if tokenizer_beside(path) else bridge.default_tokenizer()
+        with in_node_words():
+            encoder, _ = load_text_encoder(path, dtype=TEXT_DTYPES[dtype], device="cpu", tokenizer_path=tokenizer)
         return (Loaded(bridge.manage(encoder, device, "text_encoder", memory), release=""),)

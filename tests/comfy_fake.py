@@ -39,7 +39,7 @@ class FakeComfy:
     progress: list[tuple[int, int]] = field(default_factory=list)
     interrupt_after: int | None = None  # raise at the n-th interrupt check
     checks: int = 0
-    tokenizer: Path | None = None
+    tokenizer: Path | None = None  # ComfyUI's bundled T5 tokenizer (None: this ComfyUI lacks it)
 
     def check_interrupt(self) -> None:
         self.checks += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from ltx_core import LTXVideoTransformer, TransformerConfig
-from ltx_core.loading.errors import CheckpointError
+from ltx_core.loading.errors import API_ADVICE, CheckpointError
 from ltx_core.loading.keymaps import transformer_to_diffusers
 from ltx_core.loading.transformer import load_transformer
 from tiny import random_state_dict, tiny_transformer_config
@@ -100,10 +101,15 @@ def test_diffusers_folder_with_sharded_weights(tmp_path):
 def test_vae_file_given_as_transformer(tmp_path):
     path = tmp_path / "model.safetensors"
     save_file({"decoder.conv_in.conv.weight": torch.zeros(2), "encoder.conv_in.conv.weight": torch.zeros(2)}, path)
-    with pytest.raises(
-        CheckpointError, match="contains an LTX-Video VAE; expected an LTX-Video transformer.*VAE loader"
-    ):
+    with pytest.raises(CheckpointError) as error:
         load_transformer(path)
+    assert str(error.value) == (
+        "model.safetensors: contains an LTX-Video VAE; expected an LTX-Video transformer. "
+        f"Load it with load_vae(). (file: {path})"
+    )
+    assert error.value.advice == "vae"
+    reworded = error.value.reworded({**API_ADVICE, "vae": "pass it as --vae."})  # one period, capitalised
+    assert str(reworded).endswith(f"expected an LTX-Video transformer. Pass it as --vae. (file: {path})")
 
 
 def test_unknown_architecture(tmp_path):
@@ -202,3 +208,49 @@ def test_single_file_without_metadata_reads_the_release_off_its_vae(tmp_path, de
     save_file(weights, path)
     _, detected = load_transformer(path)
     assert detected.config.causal_temporal_positioning is causal
+
+
+def _metadata_file(tmp_path, cfg: TransformerConfig, metadata: dict):
+    weights = _weights(cfg)
+    path = tmp_path / "partial.safetensors"
+    save_file({f"model.diffusion_model.{k}": v for k, v in weights.items()}, path, {"config": json.dumps(metadata)})
+    return path, weights
+
+
+def test_tensor_shapes_win_over_partial_metadata(tmp_path, caplog):
+    """As in files ComfyUI core loads: a config missing caption_channels (default 4096) and the head
+    split, and claiming 28 layers for a 2-block file. Shapes come from the tensors, the settings no
+    shape records from the metadata, and the disagreements are logged."""
+    metadata = {
+        "num_layers": 28,
+        "causal_temporal_positioning": True,
+        "positional_embedding_theta": 5000.0,
+        "positional_embedding_max_pos": [10, 1024, 1024],
+        "timestep_scale_multiplier": 500,
+    }
+    path, weights = _metadata_file(tmp_path, CFG, {"transformer": metadata, "vae": {}})
+    with caplog.at_level("WARNING", logger="ltx_core.loading.transformer"):
+        model, detected = load_transformer(path)
+    _assert_loaded(model, weights)
+    settings = {"rope_theta": 5000.0, "rope_max_pos": (10, 1024, 1024), "timestep_scale_multiplier": 500.0}
+    assert detected.config == dataclasses.replace(CFG, causal_temporal_positioning=True, **settings)
+    (record,) = caplog.records
+    assert record.getMessage().startswith("partial.safetensors: its embedded transformer config disagrees")
+    for stated in ("num_layers 2 (config: 28)", "caption_channels 24 (config: 4096, by default)"):
+        assert stated in record.getMessage()
+
+
+def test_heads_come_from_metadata_when_it_has_them(tmp_path, caplog):
+    cfg = tiny_transformer_config(heads=2, head_dim=14)  # no tensor records the split of 28 into 2 × 14
+    path, weights = _metadata_file(tmp_path, cfg, {"transformer": {"num_attention_heads": 2}})
+    model, detected = load_transformer(path)
+    assert detected.config.num_heads == 2 and detected.config.head_dim == 14
+    _assert_loaded(model, weights)
+    path, _ = _metadata_file(tmp_path, cfg, {"transformer": {"attention_head_dim": 14, "num_attention_heads": 3}})
+    assert load_transformer(path)[1].config.num_heads == 2  # 3 heads cannot split 28: the head width can
+
+
+def test_unusable_metadata_names_the_file(tmp_path):
+    path, _ = _metadata_file(tmp_path, CFG, {"transformer": {"activation_fn": "relu"}})
+    with pytest.raises(CheckpointError, match=r"partial\.safetensors: has an embedded config it cannot run .*relu"):
+        load_transformer(path)

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from ltx_core.loading.errors import CheckpointError
 from ltx_core.loading.keymaps import T5_GGUF_BLOCK, T5_GGUF_TOP, t5_from_gguf_name
-from ltx_core.loading.text_encoder import load_text_encoder
+from ltx_core.loading.text_encoder import load_text_encoder, tokenizer_beside
 from ltx_core.text import Conditioning, load_tokenizer
 from tiny import TOKENIZER_WORDS, tiny_t5_config, train_tiny_spiece
 
@@ -108,8 +108,28 @@ def test_tokenizer_sources_by_content(tmp_path, tokenizer_dirs):
 
 
 def test_missing_tokenizer_says_what_and_where(tmp_path):
-    with pytest.raises(CheckpointError, match=r"looked for .*spiece\.model.*tokenizer\.json.*pass its folder"):
+    with pytest.raises(CheckpointError) as error:
         load_tokenizer(tmp_path)
+    assert str(error.value) == (
+        f"{tmp_path.name}: has no T5 tokenizer (looked for spiece.model and tokenizer.json in {tmp_path}, "
+        f"{tmp_path / 'tokenizer'}); expected T5's tokenizer (spiece.model or tokenizer.json). Pass T5's own "
+        f"tokenizer (spiece.model or tokenizer.json of google/t5-v1_1-xxl) as tokenizer_path. (file: {tmp_path})"
+    )
+
+
+def test_tokenizers_that_are_not_t5s_are_refused(tmp_path, tokenizer_dirs):
+    import tokenizers
+
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"broken\.json: is not a readable tokenizer\.json .*Pass T5's own"):
+        load_tokenizer(tmp_path / "broken.json")
+    words = tokenizers.Tokenizer(tokenizers.models.WordLevel({"[UNK]": 0, "fox": 1}, unk_token="[UNK]"))
+    words.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(CheckpointError, match="has no </s> or <pad> token, so it is not a T5 tokenizer"):
+        load_tokenizer(tmp_path)
+    (tmp_path / "junk.model").write_bytes(b"\x00\x01 not a sentencepiece model")
+    with pytest.raises(CheckpointError, match="junk.model: is not a readable SentencePiece model"):
+        load_tokenizer(tmp_path / "junk.model")
 
 
 # --- a tiny T5 and its checkpoints ------------------------------------------------------------------
@@ -301,23 +321,53 @@ def test_fp16_keeps_ff_output_in_float32(tmp_path, reference, tokenizer_dirs):
 
 def test_no_tokenizer_next_to_model(tmp_path, reference):
     save_file(_weights(reference), tmp_path / "t5.safetensors")
-    with pytest.raises(CheckpointError, match=r"no T5 tokenizer .*spiece\.model.*tokenizer_path"):
+    with pytest.raises(CheckpointError, match=r"no T5 tokenizer .*spiece\.model.*tokenizer_path") as error:
         load_text_encoder(tmp_path / "t5.safetensors")
+    assert error.value.advice == "missing_tokenizer"
+
+
+def test_tokenizer_beside_reads_no_weights(tmp_path, tokenizer_dirs):
+    t5 = tmp_path / "models" / "t5xxl_fp16.safetensors"
+    t5.parent.mkdir()
+    t5.write_bytes(b"not even a safetensors file")  # never opened
+    assert tokenizer_beside(t5) is None
+    shutil.copytree(tokenizer_dirs["json"], t5.parent / "tokenizer")
+    assert tokenizer_beside(t5) == t5.parent / "tokenizer" / "tokenizer.json"
+    diffusers = tmp_path / "LTX-Video"
+    (diffusers / "text_encoder").mkdir(parents=True)
+    (diffusers / "text_encoder" / "config.json").write_text("{}")
+    assert tokenizer_beside(diffusers) is None
+    shutil.copytree(tokenizer_dirs["spiece"], diffusers / "tokenizer")
+    assert tokenizer_beside(diffusers) == tokenizer_beside(diffusers / "text_encoder")
+    assert tokenizer_beside(diffusers) == diffusers / "tokenizer" / "spiece.model"
+
+
+def test_a_tokenizer_too_big_for_the_model_is_refused_before_loading(tmp_path, reference, monkeypatch):
+    small = {**_weights(reference), "shared.weight": _weights(reference)["shared.weight"][:10]}  # 10 tokens
+    save_file(small, tmp_path / "t5.safetensors")
+    (tmp_path / "spiece.model").write_bytes(train_tiny_spiece())
+    monkeypatch.setattr("ltx_core.loading.text_encoder.load_tensors", lambda *a, **k: pytest.fail("weights read"))
+    with pytest.raises(CheckpointError, match=r"spiece\.model: has \d+ tokens, more than the \d+ rows") as error:
+        load_text_encoder(tmp_path / "t5.safetensors")
+    assert error.value.advice == "bad_tokenizer"
 
 
 def test_other_components_are_named(tmp_path, reference):
     save_file({"decoder.conv_in.conv.weight": torch.zeros(1)}, tmp_path / "vae.safetensors")
-    with pytest.raises(CheckpointError, match="contains an LTX-Video VAE.*VAE loader"):
+    with pytest.raises(CheckpointError, match=r"contains an LTX-Video VAE; expected a T5 text encoder\. Load it with"):
         load_text_encoder(tmp_path / "vae.safetensors")
     writer = gguf.GGUFWriter(tmp_path / "ltxv.gguf", "ltxv")
     writer.add_tensor("adaln_single.emb.timestep_embedder.linear_1.weight", np.zeros((2, 2), np.float32))
     writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file(), writer.close()
-    with pytest.raises(CheckpointError, match="contains an LTX-Video transformer.*model loader"):
+    with pytest.raises(CheckpointError, match=r"contains an LTX-Video transformer.*load_transformer\(\)"):
         load_text_encoder(tmp_path / "ltxv.gguf")
     (tmp_path / "unet").mkdir()
     (tmp_path / "unet" / "config.json").write_text(json.dumps({"_class_name": "LTXVideoTransformer3DModel"}))
-    with pytest.raises(CheckpointError, match="LTXVideoTransformer3DModel.*model_type 't5'"):
+    with pytest.raises(CheckpointError, match="LTXVideoTransformer3DModel.*model_type 't5'.*load_transformer"):
         load_text_encoder(tmp_path / "unet")
+    _write_gguf(tmp_path / "flux.gguf", {"shared.weight": torch.zeros(2, 2)}, "F32", architecture="flux")
+    with pytest.raises(CheckpointError, match="general.architecture is 'flux'; expected a T5 encoder GGUF"):
+        load_text_encoder(tmp_path / "flux.gguf")
 
 
 @pytest.mark.parametrize("suffix", ["safetensors", "gguf"])

@@ -33,6 +33,12 @@ COMPONENT_NAMES = {
     "text_encoder": "a T5 text encoder",
 }
 
+EXAMPLES = {  # released files of each kind, for errors about files that hold none of them
+    "transformer": "ltx-video-2b-v0.9.1.safetensors",
+    "vae": "the VAE of ltx-video-2b-v0.9.1.safetensors",
+    "text_encoder": "t5xxl_fp16.safetensors (T5 v1.1 XXL)",
+}
+
 
 @dataclass(frozen=True)
 class Detected:
@@ -77,17 +83,13 @@ def describe_components(components: Mapping[str, Component]) -> str:
 
 
 def require_component(path: Path, components: Mapping[str, Component], wanted: str) -> Component:
-    """The wanted component, or a CheckpointError saying what the file holds instead."""
+    """The wanted component, or a CheckpointError saying what the file holds instead; its advice names
+    where the file belongs (the first of transformer, VAE, text encoder that it holds)."""
     if wanted in components:
         return components[wanted]
-    hint = {
-        "vae": " Load it with the VAE loader.",
-        "text_encoder": " Load it with the text-encoder loader.",
-        "transformer": " Load it with the model loader.",
-    }
-    found = describe_components(components)
-    advice = "".join(hint[c] for c in components)
-    raise CheckpointError(path, f"contains {found}", f"{COMPONENT_NAMES[wanted]}.{advice}")
+    belongs = next((c for c in COMPONENT_NAMES if c in components), None)
+    expected = COMPONENT_NAMES[wanted] if belongs else f"{COMPONENT_NAMES[wanted]} such as {EXAMPLES[wanted]}"
+    raise CheckpointError(path, f"contains {describe_components(components)}", expected, belongs)
 
 
 def diffusers_component_dir(path: Path, subfolder: str, class_name: str) -> Path:

@@ -19,6 +19,10 @@ from .errors import CheckpointError
 # Types that need no dequantization: the bytes are viewed as the torch dtype directly.
 _PLAIN_DTYPES = {GGMLType.F32: torch.float32, GGMLType.F16: torch.float16, GGMLType.BF16: torch.bfloat16}
 
+# general.architecture → the component such a file holds (gguf-py's names: MODEL_ARCH.T5ENCODER, T5
+# with a decoder, and city96's "ltxv"). Lets a GGUF chosen for the wrong role say where it belongs.
+GGUF_COMPONENTS = {"ltxv": "transformer", "t5encoder": "text_encoder", "t5": "text_encoder"}
+
 
 @dataclass(frozen=True)
 class QuantizedTensor:
@@ -98,9 +102,8 @@ def read_gguf(
     metadata = _metadata(reader)
     found = metadata.get("general.architecture")
     if architecture is not None and found != architecture:
-        raise CheckpointError(
-            path, f"general.architecture is {found!r}", f"{architecture!r}; this GGUF holds another model"
-        )
+        expected = f"{architecture!r}; this GGUF holds another model"
+        raise CheckpointError(path, f"general.architecture is {found!r}", expected, GGUF_COMPONENTS.get(found))
     tensors = {}
     for tensor in reader.tensors:
         shape = torch.Size(int(n) for n in reversed(tensor.shape))  # ggml `ne` is innermost first

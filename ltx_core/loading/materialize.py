@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 
 import torch
 from torch import nn
@@ -44,7 +44,21 @@ def cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 class CheckpointMismatchError(ValueError):
-    """The tensors of a checkpoint do not fit the module they are loaded into."""
+    """The tensors of a checkpoint do not fit the module (`what`) they are loaded into; `problems`
+    names the keys, one phrase per kind of mismatch."""
+
+    def __init__(self, what: str, problems: Sequence[str]) -> None:
+        self.what = what
+        self.problems = list(problems)
+        super().__init__(
+            f"The weights do not fit the {what}: {'; '.join(self.problems)}. "
+            "The file is probably a different model or release than its configuration says."
+        )
+
+    @property
+    def found(self) -> str:
+        """The mismatch as the `found` part of a CheckpointError about the file."""
+        return f"its weights do not fit the {self.what} it was read as ({'; '.join(self.problems)})"
 
 
 def _describe(keys: list[str]) -> str:
@@ -52,15 +66,15 @@ def _describe(keys: list[str]) -> str:
     return shown + (f", … ({len(keys)} in all)" if len(keys) > _LISTED_KEYS else "")
 
 
-def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
-    """Raise CheckpointMismatchError naming the missing, unexpected and mis-shaped keys."""
-    expected = model.state_dict()
-    missing = sorted(expected.keys() - state_dict.keys())
-    unexpected = sorted(state_dict.keys() - expected.keys())
+def mismatches(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """What keeps tensors of shapes `found` from fitting a module whose state dict has shapes `expected`:
+    one phrase each for the missing, the unexpected and the mis-shaped keys (empty if they fit)."""
+    missing = sorted(expected.keys() - found.keys())
+    unexpected = sorted(found.keys() - expected.keys())
     wrong_shape = [
-        f"{k} {tuple(state_dict[k].shape)} (expected {tuple(v.shape)})"
+        f"{k} {tuple(found[k])} (expected {tuple(v)})"
         for k, v in expected.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+        if k in found and tuple(found[k]) != tuple(v)
     ]
     problems = []
     if missing:
@@ -69,11 +83,15 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], w
         problems.append(f"unexpected {_describe(unexpected)}")
     if wrong_shape:
         problems.append(f"wrong shape: {_describe(wrong_shape)}")
+    return problems
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
+    """Raise CheckpointMismatchError naming the missing, unexpected and mis-shaped keys."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    problems = mismatches(expected, {k: tuple(v.shape) for k, v in state_dict.items()})
     if problems:
-        raise CheckpointMismatchError(
-            f"The weights do not fit the {what}: " + "; ".join(problems) + ". "
-            "The file is probably a different model or release than its configuration says."
-        )
+        raise CheckpointMismatchError(what, problems)
 
 
 def materialize(

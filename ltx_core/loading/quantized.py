@@ -67,10 +67,8 @@ def swap_linears(
         if not name or not isinstance(module, nn.Linear) or not isinstance(weight, QuantizedTensor):
             continue
         if weight.shape != module.weight.shape:
-            raise CheckpointMismatchError(
-                f"{key} has shape {tuple(weight.shape)}, expected {tuple(module.weight.shape)}. "
-                "The file is probably a different model or release than its configuration says."
-            )
+            found = f"{key} has shape {tuple(weight.shape)}, expected {tuple(module.weight.shape)}"
+            raise CheckpointMismatchError(type(model).__name__, [found])
         del rest[key]
         parent, _, child = name.rpartition(".")
         weight = weight if device is None else weight.to(device)

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..text.encoder import T5TextEncoder, build_t5_encoder, import_transformers
-from ..text.tokenizer import find_tokenizer, load_tokenizer, not_found
+from ..text.tokenizer import PromptTokenizer, find_tokenizer, load_tokenizer, not_found
 from .detect import diffusers_weight_files, find_components, is_gguf, require_component
 from .errors import CheckpointError
-from .gguf import QuantizedTensor, read_gguf
+from .gguf import GGUF_COMPONENTS, QuantizedTensor, read_gguf
 from .keymaps import t5_from_gguf_name
 from .materialize import CheckpointMismatchError, materialize
 from .quantized import swap_linears
@@ -30,7 +30,7 @@ from .safetensors import SafetensorsHeader, load_tensors, read_header
 if TYPE_CHECKING:
     from transformers import T5Config, T5EncoderModel
 
-GGUF_ARCHITECTURES = ("t5encoder", "t5")  # gguf-py MODEL_ARCH.T5ENCODER / T5 (the latter adds a decoder)
+GGUF_ARCHITECTURES = tuple(a for a, c in GGUF_COMPONENTS.items() if c == "text_encoder")
 MAX_DISTANCE = 128  # relative_attention_max_distance of every released T5; no tensor records it
 LAYER_NORM_EPS = 1e-6  # T5LayerNorm eps of every released T5
 SCALE_SUFFIX = ".scale_weight"  # ComfyUI scaled fp8: weight = fp8 value × this per-tensor scale
@@ -40,6 +40,9 @@ FP32_UNDER_FP16 = ".DenseReluDense.wo.weight"
 COMPUTE_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 DTYPE_NAMES = {v: k for k, v in COMPUTE_DTYPES.items()}
 FALLBACK_DTYPE = torch.bfloat16  # for fp8 and quantized files, as official LTX-Video runs T5
+# diffusers' LTX-Video classes → the component, so that such a folder chosen as T5 says where it belongs
+DIFFUSERS_COMPONENTS = {"LTXVideoTransformer3DModel": "transformer", "AutoencoderKLLTXVideo": "vae"}
+COMPLETE = "the complete weights of one T5 encoder (a damaged file? download it again)"
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,6 @@ class _Source:
     stored_dtype: str
     default_dtype: torch.dtype  # as stored for float files; bfloat16 for fp8 and quantized ones
     config: T5Config
-    tokenizer_folders: list[Path]
     load: Loader
 
 
@@ -136,7 +138,7 @@ def _adopt(model: T5EncoderModel, tensors: dict[str, torch.Tensor], path: Path) 
         materialize(model, tensors, what="T5 text encoder", consume=True)
     except CheckpointMismatchError as exc:
         tensors.clear()  # the traceback keeps frames alive; the weights must not stay with it
-        raise CheckpointError(path, str(exc), "weights matching the detected T5 configuration") from exc
+        raise CheckpointError(path, exc.found, COMPLETE) from exc
     model.encoder.embed_tokens = model.shared
     return model
 
@@ -161,8 +163,8 @@ def _stored_dtype(headers: list[SafetensorsHeader], names: Mapping[str, str]) ->
 
 def _folder_source(path: Path) -> _Source:
     """A transformers T5 folder, or a diffusers model folder whose text_encoder/ is one."""
-    folder = next((d for d in (path, path / "text_encoder") if (d / "config.json").is_file()), None)
-    if folder is None:
+    folder = _model_folder(path)
+    if not (folder / "config.json").is_file():
         found = "is a folder without config.json or text_encoder/config.json"
         raise CheckpointError(path, found, "a transformers T5 folder or a diffusers model folder")
     try:
@@ -171,13 +173,14 @@ def _folder_source(path: Path) -> _Source:
         raise CheckpointError(folder / "config.json", f"is not valid JSON ({exc})", "a T5 config.json") from exc
     if raw.get("model_type") != "t5":
         what = raw.get("_class_name") or raw.get("architectures") or raw.get("model_type")
-        raise CheckpointError(folder / "config.json", f"describes {what!r}", "a T5 config (model_type 't5')")
+        belongs = DIFFUSERS_COMPONENTS.get(raw.get("_class_name"))
+        raise CheckpointError(folder / "config.json", f"describes {what!r}", "a T5 config (model_type 't5')", belongs)
     config = import_transformers().T5Config.from_dict(raw)
     headers = [read_header(f) for f in diffusers_weight_files(folder, stem="model")]
     names = _t5_names([k for h in headers for k in h.shapes], "")
     load = _safetensors_loader(path, headers, names, config)
     stored = _stored_dtype(headers, names)
-    return _Source("transformers folder", stored, _default_dtype(stored), config, [folder, folder.parent], load)
+    return _Source("transformers folder", stored, _default_dtype(stored), config, load)
 
 
 def _single_file_source(path: Path) -> _Source:
@@ -187,7 +190,7 @@ def _single_file_source(path: Path) -> _Source:
     config = t5_config_from_shapes(path, {name: header.shapes[k] for k, name in names.items()})
     load = _safetensors_loader(path, [header], names, config)
     stored = _stored_dtype([header], names)
-    return _Source("single file", stored, _default_dtype(stored), config, [path.parent], load)
+    return _Source("single file", stored, _default_dtype(stored), config, load)
 
 
 def _gguf_source(path: Path) -> _Source:
@@ -195,8 +198,10 @@ def _gguf_source(path: Path) -> _Source:
     tensors, metadata = read_gguf(path, architecture=None)
     architecture = metadata.get("general.architecture")
     if architecture not in GGUF_ARCHITECTURES:
-        require_component(path, find_components(tensors), "text_encoder")  # names what the file holds
-        raise CheckpointError(path, f"general.architecture is {architecture!r}", f"one of {GGUF_ARCHITECTURES}")
+        if components := find_components(tensors):  # an LTX-Video GGUF: say which part and where it belongs
+            require_component(path, components, "text_encoder")
+        expected = f"a T5 encoder GGUF (general.architecture one of {', '.join(map(repr, GGUF_ARCHITECTURES))})"
+        raise CheckpointError(path, f"general.architecture is {architecture!r}", expected)
     named = {name: t for k, t in tensors.items() if (name := t5_from_gguf_name(k)) is not None}
     config = t5_config_from_shapes(path, {k: tuple(v.shape) for k, v in named.items()})
     kinds = Counter(v.qtype.name if isinstance(v, QuantizedTensor) else DTYPE_NAMES[v.dtype] for v in named.values())
@@ -206,17 +211,48 @@ def _gguf_source(path: Path) -> _Source:
         try:
             rest = swap_linears(model, named, device=device)
         except CheckpointMismatchError as exc:
-            raise CheckpointError(path, str(exc), "weights matching the detected T5 configuration") from exc
+            raise CheckpointError(path, exc.found, COMPLETE) from exc
         return _adopt(model, _convert(rest, {}, dtype, device), path)
 
     quantized = any(isinstance(v, QuantizedTensor) for v in named.values())
     default = FALLBACK_DTYPE if quantized else _default_dtype(kinds.most_common(1)[0][0])
-    return _Source("gguf", "+".join(name for name, _ in kinds.most_common()), default, config, [path.parent], load)
+    return _Source("gguf", "+".join(name for name, _ in kinds.most_common()), default, config, load)
 
 
 def _default_dtype(stored: str) -> torch.dtype:
     """As stored for F32 / F16 / BF16 weights; bfloat16 for fp8 and quantized ones."""
     return COMPUTE_DTYPES.get(stored, FALLBACK_DTYPE)
+
+
+def _model_folder(path: Path) -> Path:
+    """The folder of a T5 model folder that holds its config.json: itself, or a diffusers text_encoder/."""
+    return path if (path / "config.json").is_file() else path / "text_encoder"
+
+
+def tokenizer_folders(path: str | Path) -> list[Path]:
+    """Where the tokenizer of the T5 file or folder `path` may lie (each folder and its `tokenizer/`
+    subfolder are searched): a file's folder; a model folder and its parent (a diffusers model folder
+    keeps text_encoder/ and tokenizer/ side by side)."""
+    path = Path(path)
+    if path.is_dir():
+        folder = _model_folder(path)
+        return [folder, folder.parent]
+    return [path.parent]
+
+
+def tokenizer_beside(path: str | Path) -> Path | None:
+    """The tokenizer file (spiece.model or tokenizer.json) that lies beside the T5 file or folder
+    `path`, as load_text_encoder finds it without `tokenizer_path`; None if there is none. Reads no
+    weights, so a caller can choose a fallback tokenizer before loading."""
+    return find_tokenizer(tokenizer_folders(path))
+
+
+def _fits(tokenizer: PromptTokenizer, config: T5Config) -> PromptTokenizer:
+    """The tokenizer, if its ids fit the model's embedding (checked before any weight is read)."""
+    if tokenizer.vocab_size > config.vocab_size:
+        found = f"has {tokenizer.vocab_size} tokens, more than the {config.vocab_size} rows of the T5 embedding"
+        raise CheckpointError(tokenizer.source, found, "the tokenizer of this T5 model", "bad_tokenizer")
+    return tokenizer
 
 
 def load_text_encoder(
@@ -230,7 +266,8 @@ def load_text_encoder(
 
     dtype: compute dtype (default: as stored for float files, bfloat16 for fp8 and GGUF-quantized
     ones, whose weights are dequantized at load or, for GGUF linears, at use). The tokenizer comes
-    from `tokenizer_path`, else from the model's folder or a `tokenizer/` folder beside it.
+    from `tokenizer_path`, else from beside the model (`tokenizer_beside`). The file is inspected and
+    the tokenizer opened before any weight is read, so every mistake is reported without the wait.
     """
     path = Path(path)
     if not path.exists():
@@ -241,13 +278,11 @@ def load_text_encoder(
         source = _gguf_source(path)
     else:
         source = _single_file_source(path)
-    if tokenizer_path is not None:
-        tokenizer = load_tokenizer(tokenizer_path)
-    else:
-        file = find_tokenizer(source.tokenizer_folders)
-        if file is None:
-            raise not_found(path, source.tokenizer_folders)
-        tokenizer = load_tokenizer(file)
+    if tokenizer_path is None:
+        tokenizer_path = tokenizer_beside(path)
+        if tokenizer_path is None:
+            raise not_found(path, tokenizer_folders(path))
+    tokenizer = _fits(load_tokenizer(tokenizer_path), source.config)
     model = source.load(dtype or source.default_dtype, device)
     detected = DetectedTextEncoder(path, source.format, source.stored_dtype, source.config, tokenizer.source)
     return T5TextEncoder(model, tokenizer), detected

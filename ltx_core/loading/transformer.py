@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from ..config import TransformerConfig, detect_vae_layout
+from ..config import (
+    TRANSFORMER_SHAPE_KEYS,
+    TransformerConfig,
+    detect_vae_layout,
+    settings_from_metadata,
+    shape_fields,
+)
 from ..model.transformer import LTXVideoTransformer
 from .detect import (
     Detected,
@@ -29,6 +38,9 @@ from .safetensors import SafetensorsHeader, checkpoint_config, load_tensors, rea
 from .vae import vae_release
 
 HEADS = 32  # every released LTX-Video transformer has 32 heads; split files carry no config
+COMPLETE = "the complete weights of one LTX-Video transformer (a damaged file? download it again)"
+OFFICIAL = "the config of a released LTX-Video transformer"
+logger = logging.getLogger(__name__)
 _STORED_FP8 = {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 
 
@@ -38,14 +50,16 @@ def transformer_release(cfg: TransformerConfig) -> str:
     return f"{size}, {positions}"
 
 
-def config_from_shapes(shapes: Mapping[str, tuple[int, ...]], *, causal: bool) -> TransformerConfig:
-    """Infer the config of an original-key transformer from its tensor shapes (no metadata)."""
+def config_from_shapes(shapes: Mapping[str, tuple[int, ...]], *, causal: bool, heads: int = HEADS) -> TransformerConfig:
+    """The shape fields of an original-key transformer read off its tensors, as ComfyUI core reads
+    them (blocks counted, widths from patchify_proj, caption_projection and attn2.to_k). No tensor
+    records the number of heads (the q/k norms span all of them): `heads` is assumed."""
     blocks = {int(k.split(".")[1]) for k in shapes if k.startswith("transformer_blocks.")}
     dim, in_channels = shapes["patchify_proj.weight"]
     return TransformerConfig(
         num_layers=max(blocks) + 1 if blocks else 0,
-        num_heads=HEADS,
-        head_dim=dim // HEADS,
+        num_heads=heads,
+        head_dim=dim // heads,
         in_channels=in_channels,
         out_channels=shapes["proj_out.weight"][0],
         caption_channels=shapes["caption_projection.linear_1.weight"][1],
@@ -54,15 +68,63 @@ def config_from_shapes(shapes: Mapping[str, tuple[int, ...]], *, causal: bool) -
     )
 
 
+def _config_of_tensors(
+    path: Path, shapes: Mapping[str, tuple[int, ...]], causal: bool, heads: int = HEADS
+) -> TransformerConfig:
+    try:
+        return config_from_shapes(shapes, causal=causal, heads=heads)
+    except KeyError as exc:
+        raise CheckpointError(path, f"lacks the tensor {exc}", "a complete LTX-Video transformer") from exc
+    except ValueError as exc:  # widths no transformer config can have
+        raise CheckpointError(path, f"has tensor shapes that do not fit together ({exc})", COMPLETE) from exc
+
+
 def _config_without_metadata(
     path: Path, shapes: Mapping[str, tuple[int, ...]], causal: bool | None
 ) -> TransformerConfig:
     """Config from shapes; the causal RoPE fix defaults to on for 13B (only 0.9.7+ exist), off for 2B."""
+    is_13b = shapes.get("patchify_proj.weight", (0,))[0] == 4096
+    return _config_of_tensors(path, shapes, is_13b if causal is None else causal)
+
+
+def _heads(dim: int, metadata: Mapping[str, Any]) -> int:
+    """The embedded config's head count when it splits the width `dim` into even head widths, else
+    the one its head width gives, else 32 as in every release (and in ComfyUI core)."""
+    heads = int(metadata.get("num_attention_heads") or 0)
+    head_dim = int(metadata.get("attention_head_dim") or 0)
+    if heads > 0 and dim % heads == 0 and dim // heads % 2 == 0:
+        return heads
+    if head_dim > 0 and head_dim % 2 == 0 and dim % head_dim == 0:
+        return dim // head_dim
+    return HEADS
+
+
+def _config_with_metadata(
+    path: Path, shapes: Mapping[str, tuple[int, ...]], metadata: Mapping[str, Any], causal: bool | None
+) -> TransformerConfig:
+    """Shapes from the tensors, the settings no shape records (RoPE, timestep multiplier, causal RoPE
+    fix) from the embedded config. Files whose config misses or contradicts a shape exist (ComfyUI
+    core loads them: it counts layers and widths off the tensors); the tensors are what gets loaded,
+    so they win, and each disagreement is logged."""
     try:
-        is_13b = shapes["patchify_proj.weight"][0] == 4096
-        return config_from_shapes(shapes, causal=is_13b if causal is None else causal)
-    except KeyError as exc:
-        raise CheckpointError(path, f"lacks the tensor {exc}", "a complete LTX-Video transformer") from exc
+        settings = settings_from_metadata(metadata)
+        stated = shape_fields(metadata)
+        heads = _heads(shapes.get("patchify_proj.weight", (0,))[0], metadata)
+    except (TypeError, ValueError) as exc:  # a value of the wrong type, or a setting this code does not run
+        raise CheckpointError(path, f"has an embedded config it cannot run ({exc})", OFFICIAL) from exc
+    cfg = replace(_config_of_tensors(path, shapes, False, heads), **settings)
+    disagree = [
+        f"{key} {getattr(cfg, field)} (config: {stated[field]}{'' if key in metadata else ', by default'})"
+        for field, key in TRANSFORMER_SHAPE_KEYS.items()
+        if getattr(cfg, field) != stated[field]
+    ]
+    if disagree:
+        logger.warning(
+            "%s: its embedded transformer config disagrees with its tensors; using the tensors' %s",
+            path.name,
+            ", ".join(disagree),
+        )
+    return cfg if causal is None else replace(cfg, causal_temporal_positioning=causal)
 
 
 def _vae_is_095_or_later(header: SafetensorsHeader, prefix: str) -> bool | None:
@@ -95,9 +157,7 @@ def _from_safetensors(path: Path, causal: bool | None) -> Source:
     shapes = {name: s for k, s in header.shapes.items() if (name := rename(k)) is not None}
     metadata = checkpoint_config(header).get("transformer")
     if metadata:
-        cfg = TransformerConfig.from_metadata(metadata)
-        if causal is not None and causal != cfg.causal_temporal_positioning:
-            cfg = TransformerConfig.from_metadata({**metadata, "causal_temporal_positioning": causal})
+        cfg = _config_with_metadata(path, shapes, metadata, causal)
     else:
         if causal is None and "vae" in components:  # the VAE sharing the file tells the release
             causal = _vae_is_095_or_later(header, components["vae"].prefix)
@@ -134,7 +194,7 @@ def _load_gguf(
         rest = swap_linears(model, tensors, device=device)
         materialize(model, rest, dtype=dtype, device=device, what="LTX-Video transformer", consume=True)
     except CheckpointMismatchError as exc:
-        raise CheckpointError(path, str(exc), "weights matching the detected configuration") from exc
+        raise CheckpointError(path, exc.found, COMPLETE) from exc
     return model, Detected(path, "gguf", transformer_release(cfg), stored, cfg)
 
 
@@ -170,5 +230,5 @@ def load_transformer(
         model = LTXVideoTransformer.from_state_dict(detected.config, tensors, device=device, consume=True)
     except CheckpointMismatchError as exc:
         tensors.clear()  # the traceback keeps frames alive; the weights must not stay with it
-        raise CheckpointError(path, str(exc), "weights matching the detected configuration") from exc
+        raise CheckpointError(path, exc.found, COMPLETE) from exc
     return model, detected

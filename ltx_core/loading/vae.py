@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,9 +21,14 @@ from .detect import (
     require_component,
 )
 from .errors import CheckpointError
-from .keymaps import vae_from_diffusers
-from .materialize import FP8_DTYPES, CheckpointMismatchError
+from .gguf import GGUF_COMPONENTS, read_gguf
+from .keymaps import vae_from_diffusers, vae_state_dict
+from .materialize import FP8_DTYPES, CheckpointMismatchError, mismatches
 from .safetensors import SafetensorsHeader, checkpoint_config, load_tensors, read_header
+
+OFFICIAL = "the config of an LTX-Video VAE"
+AGREE = "a VAE whose weights and embedded config agree (a damaged or edited file? download it again)"
+COMPLETE = "the complete weights of one LTX-Video VAE (a damaged file? download it again)"
 
 
 def vae_release(cfg: VAEConfig) -> str:
@@ -32,6 +38,23 @@ def vae_release(cfg: VAEConfig) -> str:
     return "0.9.1" if cfg.timestep_conditioning else "0.9.0"
 
 
+def _config_with_metadata(path: Path, metadata: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> VAEConfig:
+    """The embedded config, checked against the tensor shapes before any tensor is read. Its block
+    layout cannot be read off shapes alone (a block's kind and order leave no trace in key names),
+    so a config that does not fit its tensors is an error, not something to repair."""
+    try:
+        cfg = VAEConfig.from_metadata(metadata)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(path, f"has an embedded VAE config that cannot be used ({exc})", OFFICIAL) from exc
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in VideoVAE(cfg).state_dict().items()}
+    problems = mismatches(expected, vae_state_dict(shapes))
+    if problems:
+        found = f"has tensors that do not fit its embedded VAE config ({'; '.join(problems)})"
+        raise CheckpointError(path, found, AGREE)
+    return cfg
+
+
 def _from_safetensors(path: Path) -> tuple[list[SafetensorsHeader], Callable[[str], str | None], Detected]:
     header = read_header(path)
     component = require_component(path, find_components(header.shapes), "vae")
@@ -39,11 +62,11 @@ def _from_safetensors(path: Path) -> tuple[list[SafetensorsHeader], Callable[[st
     def keep(key: str) -> str | None:  # VideoVAE.from_state_dict strips the prefix itself
         return key if key.startswith(component.prefix) else None
 
+    shapes = {k[len(component.prefix) :]: s for k, s in header.shapes.items() if keep(k)}
     metadata = checkpoint_config(header).get("vae")
     if metadata:
-        cfg = VAEConfig.from_metadata(metadata)
+        cfg = _config_with_metadata(path, metadata, shapes)
     else:
-        shapes = {k[len(component.prefix) :]: s for k, s in header.shapes.items() if keep(k)}
         try:
             cfg = detect_vae_layout(shapes)
         except ValueError as exc:
@@ -78,7 +101,9 @@ def load_vae(
     if path.is_dir():
         headers, rename, detected = _from_diffusers(path)
     elif is_gguf(path):
-        raise CheckpointError(path, "is a GGUF file", "a safetensors VAE (GGUF files hold transformers only)")
+        architecture = read_gguf(path, architecture=None)[1].get("general.architecture")
+        found = f"is a GGUF file (general.architecture {architecture!r})"
+        raise CheckpointError(path, found, "a safetensors VAE", GGUF_COMPONENTS.get(architecture))
     else:
         headers, rename, detected = _from_safetensors(path)
     tensors = load_tensors(headers, rename, dtype=dtype)
@@ -86,5 +111,5 @@ def load_vae(
         vae = VideoVAE.from_state_dict(detected.config, tensors, device=device)
     except CheckpointMismatchError as exc:
         tensors.clear()  # the traceback keeps frames alive; the weights must not stay with it
-        raise CheckpointError(path, str(exc), "weights matching the detected VAE layout") from exc
+        raise CheckpointError(path, exc.found, COMPLETE) from exc
     return vae, detected

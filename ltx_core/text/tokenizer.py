@@ -22,11 +22,7 @@ from ..loading.errors import CheckpointError
 
 SPIECE = "spiece.model"
 TOKENIZER_JSON = "tokenizer.json"
-WHERE_TO_GET = (
-    f"a T5 tokenizer: put {SPIECE} (from google/t5-v1_1-xxl or a diffusers LTX-Video tokenizer/ folder) "
-    f"or {TOKENIZER_JSON} (e.g. ComfyUI's comfy/text_encoders/t5_tokenizer/) next to the model, "
-    "or pass its folder as tokenizer_path"
-)
+A_TOKENIZER = f"T5's tokenizer ({SPIECE} or {TOKENIZER_JSON})"
 
 
 @dataclass(frozen=True)
@@ -61,10 +57,12 @@ def _open_sentencepiece(path: Path) -> PromptTokenizer:
     try:
         processor = sentencepiece.SentencePieceProcessor(model_file=str(path))
     except (RuntimeError, OSError) as error:
-        raise CheckpointError(path, f"is not a readable SentencePiece model ({error})", WHERE_TO_GET) from error
+        found = f"is not a readable SentencePiece model ({error})"
+        raise CheckpointError(path, found, A_TOKENIZER, "bad_tokenizer") from error
     eos, pad = processor.eos_id(), processor.pad_id()
     if eos < 0 or pad < 0:
-        raise CheckpointError(path, f"has no </s> or <pad> piece (eos id {eos}, pad id {pad})", WHERE_TO_GET)
+        found = f"has no </s> or <pad> piece (eos id {eos}, pad id {pad}), so it is not a T5 tokenizer"
+        raise CheckpointError(path, found, A_TOKENIZER, "bad_tokenizer")
     return PromptTokenizer(path, processor.encode, processor.get_piece_size(), eos, pad)
 
 
@@ -76,10 +74,12 @@ def _open_tokenizer_json(path: Path) -> PromptTokenizer:
     try:
         tokenizer = tokenizers.Tokenizer.from_file(str(path))
     except Exception as error:  # the Rust side raises plain Exception for every parse problem
-        raise CheckpointError(path, f"is not a readable tokenizer.json ({error})", WHERE_TO_GET) from error
+        found = f"is not a readable tokenizer.json ({error})"
+        raise CheckpointError(path, found, A_TOKENIZER, "bad_tokenizer") from error
     eos, pad = tokenizer.token_to_id("</s>"), tokenizer.token_to_id("<pad>")
     if eos is None or pad is None:
-        raise CheckpointError(path, "has no </s> or <pad> token, so it is not a T5 tokenizer", WHERE_TO_GET)
+        found = "has no </s> or <pad> token, so it is not a T5 tokenizer"
+        raise CheckpointError(path, found, A_TOKENIZER, "bad_tokenizer")
     # padding and truncation are ours; </s> too, so that both sources share one code path
     tokenizer.no_padding()
     tokenizer.no_truncation()
@@ -109,10 +109,13 @@ def find_tokenizer(folders: Sequence[Path]) -> Path | None:
     return next((p for f in folders for p in tokenizer_candidates(f) if p.is_file()), None)
 
 
-def not_found(path: Path, folders: Sequence[Path]) -> CheckpointError:
-    """The error for a missing tokenizer: which files were looked for, where, and what to do."""
-    looked = ", ".join(str(p) for f in folders for p in tokenizer_candidates(f))
-    return CheckpointError(path, f"has no T5 tokenizer (looked for {looked})", WHERE_TO_GET)
+def not_found(path: Path, folders: Sequence[Path], advice: str = "missing_tokenizer") -> CheckpointError:
+    """The error for a missing tokenizer: which files were looked for, where, and what to do (an
+    `API_ADVICE` key: "missing_tokenizer" for a model without one, "bad_tokenizer" for a folder given
+    as the tokenizer)."""
+    looked = ", ".join(str(d) for f in folders for d in (f, f / "tokenizer"))
+    found = f"has no T5 tokenizer (looked for {SPIECE} and {TOKENIZER_JSON} in {looked})"
+    return CheckpointError(path, found, A_TOKENIZER, advice)
 
 
 def load_tokenizer(path: str | Path) -> PromptTokenizer:
@@ -120,8 +123,8 @@ def load_tokenizer(path: str | Path) -> PromptTokenizer:
     or its `tokenizer/` subfolder as in a diffusers model folder)."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(path, "does not exist", WHERE_TO_GET)
+        raise CheckpointError(path, "does not exist", A_TOKENIZER, "bad_tokenizer")
     file = path if path.is_file() else find_tokenizer([path])
     if file is None:
-        raise not_found(path, [path])
+        raise not_found(path, [path], "bad_tokenizer")
     return _OPENERS["json" if _is_json(file) else "spm"](file)

@@ -11,9 +11,9 @@ import torch
 from ..ltx_core import FrameCondition
 from ..ltx_core.latent_guides import add_condition, frame_index
 from ..ltx_core.media import compress_like_h264, resize_and_crop, video_tensor_from_frames
-from ..ltx_core.types import VAE_SPATIAL_SCALE, check_frames
+from ..ltx_core.types import LATENT_CHANNELS, VAE_SPATIAL_SCALE, check_frames
 from . import comfy_bridge as bridge
-from .types import CATEGORY, VAE, Loaded
+from .types import CATEGORY, VAE, Loaded, video_latents
 
 
 class LTXPackImageCondition:
@@ -74,7 +74,7 @@ class LTXPackImageCondition:
         if not 0 <= strength <= 1:
             raise ValueError(f"strength {strength} is out of range; use a value from 0 (free) to 1 (kept exactly)")
         check_frames(image.shape[0])
-        samples = latent["samples"]
+        samples = video_latents(latent, LATENT_CHANNELS, "LTX Image Condition (pack)")
         height, width = samples.shape[3] * VAE_SPATIAL_SCALE, samples.shape[4] * VAE_SPATIAL_SCALE
         pixels = compress_like_h264(resize_and_crop(image[..., :3], width, height), compression)
         device = vae.handle.load()

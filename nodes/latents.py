@@ -8,7 +8,7 @@ from ..ltx_core.media import frames_from_video_tensor, video_tensor_from_frames
 from ..ltx_core.memory import vae_budget
 from ..ltx_core.types import LATENT_CHANNELS, VAE_SPATIAL_SCALE, check_video_shape, latent_frames
 from . import comfy_bridge as bridge
-from .types import CATEGORY, VAE, Loaded, field
+from .types import CATEGORY, VAE, Loaded, field, video_latents
 
 TILING = ["auto", "off"]
 TILING_TOOLTIP = "auto: cut the video into tiles and chunks that fit the free memory (needed for long or large videos on small GPUs); off: in one piece."  # noqa: E501
@@ -118,7 +118,7 @@ class LTXPackVAEDecode:
         device = vae.handle.load()
         generator = torch.Generator("cpu").manual_seed(seed)
         with bridge.interruptible(vae.module), torch.inference_mode():
-            latents = samples["samples"].to(device)
+            latents = video_latents(samples, LATENT_CHANNELS, "LTX VAE Decode (pack)").to(device)
             pixels = vae.module.decode(
                 latents,
                 decode_timestep,

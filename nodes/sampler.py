@@ -9,7 +9,7 @@ from ..ltx_core.latent_guides import choose_sigmas, conditions_from_mask
 from ..ltx_core.memory import MEMORY_MODES, placed
 from ..ltx_core.sampling.schedule import SCHEDULES
 from . import comfy_bridge as bridge
-from .types import CATEGORY, MODEL, Loaded, field, from_conditioning
+from .types import CATEGORY, MODEL, Loaded, field, from_conditioning, video_latents
 
 AUTO = "auto"
 FROM_LOADER = "from loader"
@@ -94,16 +94,18 @@ class LTXPackSampler:
         sigmas=None,
         memory=FROM_LOADER,
     ):
-        samples = latent["samples"]
         transformer = model.module
-        if samples.ndim != 5 or samples.shape[1] != transformer.config.in_channels:
-            raise ValueError(
-                f"latent of shape {tuple(samples.shape)} is not an LTX-Video latent video with "
-                f"{transformer.config.in_channels} channels; use an LTX empty latent video or VAE encode"
-            )
+        samples = video_latents(latent, transformer.config.in_channels, "LTX Sampler (pack)")
         name = model.defaults.schedule if schedule == AUTO else schedule
         chosen = choose_sigmas(name, steps, samples[0, 0].numel(), denoise, sigmas)
         text = from_conditioning(positive, negative if guidance != 1 else None, transformer.dtype)
+        for name, cond in (("positive", text), ("negative", text.negative)):
+            if cond is not None and cond.context.shape[-1] != transformer.config.caption_channels:
+                raise ValueError(
+                    f"the {name} CONDITIONING holds text features of width {cond.context.shape[-1]}; this model "
+                    f"reads T5-XXL features of width {transformer.config.caption_channels}. Encode the prompt "
+                    "with a T5 text encoder (LTX Text Encode, or core's CLIPLoader with type ltxv)"
+                )
         mode = model.handle.memory if memory == FROM_LOADER else memory
         device = model.handle.load(mode)
         on_step = bridge.step_callback(len(chosen) - 1, samples.shape[1])

@@ -79,6 +79,19 @@ def from_conditioning(positive: list, negative: list | None, dtype: torch.dtype)
     return Conditioning(positive_cond.context, positive_cond.mask, one(negative, "negative"))
 
 
+def video_latents(latent: dict, channels: int, node: str) -> torch.Tensor:
+    """The `samples` of a LATENT, checked to be an LTX-Video latent video (B, channels, F, H, W)."""
+    samples = latent["samples"]
+    if samples.ndim != 5 or samples.shape[1] != channels:
+        kind = f"{samples.shape[1]} channels" if samples.ndim > 1 else "no channels"
+        raise ValueError(
+            f"the latent given to {node} has shape {tuple(samples.shape)} ({kind}, {samples.ndim}-D); an LTX-Video "
+            f"latent video is (batch, {channels}, frames, height/32, width/32). Make it with LTX Empty Latent "
+            "Video (pack) or core's EmptyLTXVLatentVideo, or encode frames with LTX VAE Encode (pack)"
+        )
+    return samples
+
+
 def field(kind: Any, tooltip: str, **options: Any) -> tuple:
     """One INPUT_TYPES entry: a type name or combo list, and its options with the tooltip."""
     return (kind, {**options, "tooltip": tooltip})

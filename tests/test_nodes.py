@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import sys
 
+import gguf
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
-from comfy_fake import Interrupted
+from comfy_fake import Interrupted, install
+from tiny import train_tiny_spiece
 from tiny_comfy import CHECKPOINT, GGUF, T5, VAE
 from workflows.build import import_pack
 
 pack = import_pack()
 nodes = pack.nodes
+FROM_MODEL = "(from the model file)"
 WIDGETS = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
 # ComfyUI's own LTX node ids (0.3.64): a pack node with one of these ids would be silently dropped.
 CORE_LTX_IDS = {
@@ -62,12 +67,10 @@ def test_loaders_list_comfy_folders_with_gguf(comfy):
 
 def test_loader_errors_name_the_file_and_the_fix(comfy):
     loader = nodes.LTXPackModelLoader()
-    with pytest.raises(ValueError, match="holds only the transformer .*choose a VAE file"):
-        loader.load(GGUF, "(from the model file)", "default", "default")
-    with pytest.raises(ValueError, match=VAE.replace(".", r"\.")):
-        loader.load(VAE, "(from the model file)", "default", "default")  # a VAE picked as the model
-    with pytest.raises(ValueError, match="not found in ComfyUI's checkpoints, diffusion_models"):
-        loader.load("missing.safetensors", "(from the model file)", "default", "default")
+    with pytest.raises(ValueError, match="holds only the transformer .*Choose a VAE in vae_name"):
+        loader.load(GGUF, FROM_MODEL, "default", "default")
+    with pytest.raises(ValueError, match="missing.safetensors was not found in models/checkpoints or models/diff"):
+        loader.load("missing.safetensors", FROM_MODEL, "default", "default")
 
 
 def test_loading_is_deterministic_and_fp8_works(comfy):
@@ -80,17 +83,176 @@ def test_loading_is_deterministic_and_fp8_works(comfy):
     assert fp8.module.transformer_blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
 
 
-def test_text_encoder_falls_back_to_the_bundled_tokenizer(comfy, tmp_path):
-    lonely = comfy.models / "text_encoders" / "sub"
-    lonely.mkdir(exist_ok=True)
-    (lonely / T5).write_bytes((comfy.models / "text_encoders" / T5).read_bytes())
-    with pytest.raises(ValueError, match="has no T5 tokenizer"):
-        nodes.LTXPackTextEncoderLoader().load(f"sub/{T5}", "default", "default")
-    comfy.tokenizer = comfy.models / "text_encoders" / "spiece.model"
-    (encoder,) = nodes.LTXPackTextEncoderLoader().load(f"sub/{T5}", "default", "default")
+@pytest.fixture
+def user_comfy(monkeypatch, tmp_path, comfy_root):
+    """A ComfyUI of its own (files may be added): the tiny models linked in as a user lays them out,
+    the T5 file alone, and a stand-in for ComfyUI's bundled T5 tokenizer outside models/."""
+    fake = install(monkeypatch, tmp_path)
+    for folder, name in (("checkpoints", CHECKPOINT), ("diffusion_models", GGUF), ("vae", VAE), ("text_encoders", T5)):
+        (fake.models / folder).mkdir(parents=True, exist_ok=True)
+        (fake.models / folder / name).symlink_to(comfy_root / "models" / folder / name)
+    fake.tokenizer = tmp_path / "comfy" / "text_encoders" / "t5_tokenizer" / "spiece.model"
+    fake.tokenizer.parent.mkdir(parents=True)
+    fake.tokenizer.write_bytes(train_tiny_spiece())
+    return fake
+
+
+def _spy_on_text_encoder_loads(monkeypatch) -> list:
+    calls = []
+    real = nodes.loaders.load_text_encoder
+
+    def spy(path, **kwargs):
+        calls.append(kwargs["tokenizer_path"])
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(nodes.loaders, "load_text_encoder", spy)
+    return calls
+
+
+def test_text_encoder_takes_the_bundled_tokenizer_only_without_one_beside(user_comfy, monkeypatch):
+    calls = _spy_on_text_encoder_loads(monkeypatch)
+    (encoder,) = nodes.LTXPackTextEncoderLoader().load(T5, "default", "default")
+    assert calls == [user_comfy.tokenizer]  # decided before loading, loaded once
+    assert encoder.module.tokenizer.source == user_comfy.tokenizer
     positive, negative = nodes.LTXPackTextEncode().encode(encoder, "a red fox", "blurry", 16)
     assert positive[0][0].shape == negative[0][0].shape == (1, 16, 32)
     assert positive[0][1]["attention_mask"].shape == (1, 16)
+    beside = user_comfy.models / "text_encoders" / "tokenizer" / "spiece.model"
+    beside.parent.mkdir()
+    beside.write_bytes(user_comfy.tokenizer.read_bytes())
+    (encoder,) = nodes.LTXPackTextEncoderLoader().load(T5, "default", "default")
+    assert calls[1:] == [None] and encoder.module.tokenizer.source == beside
+
+
+def test_text_encoder_without_any_tokenizer_says_so_in_node_words(user_comfy):
+    user_comfy.tokenizer = None  # a ComfyUI whose bundled tokenizer is gone
+    with pytest.raises(ValueError) as error:
+        nodes.LTXPackTextEncoderLoader().load(T5, "default", "default")
+    folder = user_comfy.models / "text_encoders"
+    assert str(error.value) == (
+        f"{T5}: has no T5 tokenizer (looked for spiece.model and tokenizer.json in {folder}, {folder / 'tokenizer'}); "
+        "expected T5's tokenizer (spiece.model or tokenizer.json). Put T5's spiece.model or tokenizer.json (from "
+        "google/t5-v1_1-xxl) next to the file in models/text_encoders. ComfyUI's own T5 tokenizer, "
+        "comfy/text_encoders/t5_tokenizer/tokenizer.json, is missing too: updating or reinstalling ComfyUI brings "
+        f"it back. (file: {folder / T5})"
+    )
+
+
+def test_bundled_tokenizer_is_found_in_comfyuis_namespace_package(tmp_path, monkeypatch):
+    """In ComfyUI `comfy` and `comfy.text_encoders` have no __init__.py, so they have no __file__."""
+    bridge = nodes.comfy_bridge
+    bundled = tmp_path / "ComfyUI" / "comfy" / "text_encoders" / "t5_tokenizer" / "tokenizer.json"
+    bundled.parent.mkdir(parents=True)
+    monkeypatch.syspath_prepend(str(tmp_path / "ComfyUI"))
+    try:
+        import comfy.text_encoders
+
+        assert comfy.text_encoders.__file__ is None
+        assert bridge.default_tokenizer() is None
+        bundled.write_text("{}")
+        assert bridge.default_tokenizer() == bundled
+    finally:
+        for name in ("comfy.text_encoders", "comfy"):
+            sys.modules.pop(name, None)
+
+
+def _truncated(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _write_gguf(path, architecture: str, key: str) -> None:
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_tensor(key, np.zeros((2, 2), np.float32))
+    writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file(), writer.close()
+
+
+TEXT_ENCODER_MISTAKES = {  # file written into models/text_encoders → what the node must say
+    "checkpoint": (
+        lambda p: p.symlink_to(p.parents[1] / "checkpoints" / CHECKPOINT),
+        "contains an LTX-Video transformer and an LTX-Video VAE; expected a T5 text encoder. Choose it in "
+        "model_name of the LTX Model Loader (pack) (models/checkpoints or models/diffusion_models).",
+    ),
+    "vae": (
+        lambda p: p.symlink_to(p.parents[1] / "vae" / VAE),
+        "contains an LTX-Video VAE; expected a T5 text encoder. Choose it in vae_name of the LTX Model Loader",
+    ),
+    "clip": (
+        lambda p: save_file({"text_model.embeddings.token_embedding.weight": torch.zeros(4, 2)}, p),
+        "contains no known model (none of the LTX-Video transformer, VAE or T5 key layouts); expected a T5",
+    ),
+    "truncated": (
+        lambda p: (p.write_bytes((p.parent / T5).read_bytes()), _truncated(p)),
+        "is truncated: its header describes",
+    ),
+    "transformer gguf": (
+        lambda p: p.symlink_to(p.parents[1] / "diffusion_models" / GGUF),
+        "contains an LTX-Video transformer; expected a T5 text encoder. Choose it in model_name",
+    ),
+    "flux gguf": (
+        lambda p: _write_gguf(p, "flux", "double_blocks.0.img_attn.qkv.weight"),
+        "general.architecture is 'flux'; expected a T5 encoder GGUF",
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", TEXT_ENCODER_MISTAKES)
+def test_each_text_encoder_mistake_reaches_the_user(user_comfy, mistake):
+    write, message = TEXT_ENCODER_MISTAKES[mistake]
+    name = f"{mistake.replace(' ', '_')}.{'gguf' if 'gguf' in mistake else 'safetensors'}"
+    write(user_comfy.models / "text_encoders" / name)
+    with pytest.raises(ValueError) as error:
+        nodes.LTXPackTextEncoderLoader().load(name, "default", "default")
+    _assert_in_node_words(str(error.value), f"{name}: {message}")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{not json", "tokenizer.json: is not a readable tokenizer.json"),
+        (b'{"version": "1.0", "model": {"type": "WordLevel", "vocab": {"a": 0}, "unk_token": "a"}}', "no </s>"),
+    ],
+)
+def test_a_wrong_tokenizer_beside_the_file_is_reported(user_comfy, content, message):
+    (user_comfy.models / "text_encoders" / "tokenizer.json").write_bytes(content)
+    with pytest.raises(ValueError) as error:
+        nodes.LTXPackTextEncoderLoader().load(T5, "default", "default")
+    _assert_in_node_words(str(error.value), message)
+    assert "Replace that file with T5's spiece.model or tokenizer.json" in str(error.value)
+
+
+def test_each_model_loader_mistake_reaches_the_user(user_comfy):
+    models = user_comfy.models
+    (models / "checkpoints" / T5).symlink_to(models / "text_encoders" / T5)
+    (models / "diffusion_models" / VAE).symlink_to(models / "vae" / VAE)
+    _write_gguf(models / "diffusion_models" / "t5.gguf", "t5encoder", "enc.blk.0.attn_q.weight")
+    (models / "diffusion_models" / "cut.safetensors").write_bytes((models / "checkpoints" / CHECKPOINT).read_bytes())
+    _truncated(models / "diffusion_models" / "cut.safetensors")
+    split = models / "checkpoints" / "transformer_only.safetensors"
+    save_file({"adaln_single.emb.timestep_embedder.linear_1.weight": torch.zeros(2, 2)}, split)
+    mistakes = {  # (model_name, vae_name) → message
+        (T5, FROM_MODEL): f"{T5}: contains a T5 text encoder; expected an LTX-Video transformer. Choose it in "
+        "text_encoder_name of the LTX Text Encoder Loader (pack) (models/text_encoders).",
+        (VAE, FROM_MODEL): f"{VAE}: contains an LTX-Video VAE; expected an LTX-Video transformer. Choose it in "
+        "vae_name",
+        ("t5.gguf", FROM_MODEL): "t5.gguf: general.architecture is 't5encoder'; expected 'ltxv'; this GGUF holds "
+        "another model. Choose it in text_encoder_name",
+        ("cut.safetensors", FROM_MODEL): "cut.safetensors: is truncated",
+        (CHECKPOINT, "transformer_only.safetensors"): "transformer_only.safetensors: contains an LTX-Video "
+        "transformer; expected an LTX-Video VAE. Choose it in model_name",
+        (GGUF, GGUF): f"{GGUF} was not found in models/vae or models/checkpoints (looked in {models / 'vae'}, "
+        f"{models / 'checkpoints'}); put the file there",
+    }
+    for (model_name, vae_name), message in mistakes.items():
+        with pytest.raises(ValueError) as error:
+            nodes.LTXPackModelLoader().load(model_name, vae_name, "default", "default")
+        _assert_in_node_words(str(error.value), message)
+
+
+def _assert_in_node_words(message: str, expected: str) -> None:
+    assert expected in message, message
+    assert ".." not in message  # one period between sentences
+    for api_word in ("load_transformer", "load_vae", "load_text_encoder", "tokenizer_path", "loader."):
+        assert api_word not in message, message
 
 
 def test_empty_latent_checks_sizes():
@@ -135,7 +297,9 @@ def test_sampler_reports_progress_keeps_conditions_and_can_be_cancelled(comfy):
     comfy.interrupt_after = comfy.checks + 1
     with pytest.raises(Interrupted):
         sampler.sample(*args)
-    with pytest.raises(ValueError, match="not an LTX-Video latent video with 128 channels"):
+    with pytest.raises(
+        ValueError, match=r"\(1, 16, 2, 2, 2\) \(16 channels, 5-D\); an LTX-Video latent video is \(batch, 128, frames"
+    ):
         sampler.sample(model, positive, negative, {"samples": torch.zeros(1, 16, 2, 2, 2)}, *args[4:])
 
 

@@ -1,112 +1,453 @@
-"""Opt-in: the shared API workflows queued on a real ComfyUI server with the pack installed.
+"""The pack in a real ComfyUI server, used as a person does through the HTTP API: the shipped workflows
+(API and UI format) on two sets of files, the default user setup, cancel, /free, the cache, and bad
+input of every kind a user can produce, each answered in words that name the value, the rule and the fix.
 
-Set COMFYUI_PATH to a ComfyUI checkout (and COMFYUI_PYTHON to the interpreter that runs it, if not
-this one). The server starts with `--cpu` and `--base-directory` pointing at a temporary folder that
-holds the pack (linked into custom_nodes/), tiny model files and the input images, so the checkout
-is not touched.
+Runs when COMFYUI_PATH names a ComfyUI checkout (see comfy_server.py); CI always runs it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-import os
-import socket
-import subprocess
-import sys
+import shutil
 import time
-import urllib.request
 from pathlib import Path
 
+import av
 import pytest
 
+from comfy_server import COMFYUI, PACK_FOLDER
 from ltx_core.media import read_video
-from test_workflows import NAMES, SMALL, load, shrink
-from tiny_comfy import write_comfy_models, write_input_images
+from test_workflows import NAMES, SMALL, load, shrink, ui_to_api
 
-COMFYUI = os.environ.get("COMFYUI_PATH")
-REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not COMFYUI, reason="set COMFYUI_PATH to a ComfyUI checkout to run")
+pytestmark = pytest.mark.comfyui
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+OURS = {"LTXPackModelLoader", "LTXPackTextEncoderLoader", "LTXPackTextEncode", "LTXPackEmptyLatentVideo"}
+FILE_INPUTS = ("model_name", "vae_name", "text_encoder_name")
+FILE_SETS = {
+    "pack": "",  # written by the pack's tests (tiny_comfy.py)
+    "comfy": "comfy_written/",  # written with ComfyUI's own model classes (comfy_written.py)
+}
 
 
-def _request(url: str, body: dict | None = None) -> dict:
-    data = None if body is None else json.dumps(body).encode()
-    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=30) as response:
-        return json.loads(response.read() or b"{}")
+def with_files(prompt: dict, file_set: str) -> dict:
+    """The prompt with every model file taken from `file_set`."""
+    prompt = copy.deepcopy(prompt)
+    for node in prompt.values():
+        for name in FILE_INPUTS:
+            value = node["inputs"].get(name)
+            if isinstance(value, str) and not value.startswith("("):
+                node["inputs"][name] = FILE_SETS[file_set] + value
+    return prompt
+
+
+def small_t2v(seed: int = 1) -> dict:
+    """The text-to-video API workflow at the tests' small size."""
+    prompt = shrink(load("text_to_video")[1])
+    prompt["10"]["inputs"]["seed"] = seed
+    return prompt
+
+
+def saved_video(server, run) -> Path:
+    (saved,) = [out for out in run.outputs.values() if "images" in out]
+    (entry,) = saved["images"]
+    assert entry["type"] == "output" and entry["filename"].endswith(".mp4")
+    return server.output_file(entry)
+
+
+def assert_playable(path: Path, workflow: dict | None, frames: int, height: int, width: int, fps: float) -> None:
+    video, rate = read_video(path)
+    assert video.shape == (frames, height, width, 3) and rate == pytest.approx(fps)
+    if workflow is not None:
+        with av.open(str(path)) as container:
+            assert json.loads(container.metadata["workflow"]) == workflow
+            assert "LTXPackModelLoader" in container.metadata["prompt"]
+
+
+def spec_from_object_info(node: dict) -> dict:
+    """A node's inputs [(name, type, options)] as the server declares them, in `node_spec`'s form."""
+    declared = {**node["input"]["required"], **node["input"].get("optional", {})}
+    inputs = []
+    for name in [*node["input_order"]["required"], *node["input_order"].get("optional", [])]:
+        kind, options = declared[name][0], (declared[name][1] if len(declared[name]) > 1 else {})
+        inputs.append((name, "COMBO" if isinstance(kind, list) else kind, options))
+    upload = any(options.get("image_upload") for _, _, options in inputs)
+    return {"inputs": inputs, "outputs": list(zip(node["output_name"], node["output"], strict=True)), "upload": upload}
+
+
+def test_nodes_are_registered_next_to_core(comfy_server):
+    info = comfy_server.get("/object_info")
+    ours = {k: v for k, v in info.items() if k.startswith("LTXPack")}
+    assert len(ours) == 9 and all(v["python_module"] == f"custom_nodes.{PACK_FOLDER}" for v in ours.values())
+    assert {"EmptyLTXVLatentVideo", "LTXVImgToVideo", "LTXVScheduler", "CLIPLoader"} <= set(info)
+    assert "IMPORT FAILED" not in comfy_server.log()
+
+
+@pytest.mark.parametrize("file_set", FILE_SETS)
+@pytest.mark.parametrize("form", ["api", "ui"])
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_makes_a_playable_mp4(comfy_server, name, form, file_set):
+    ui, api = load(name)
+    info = comfy_server.get("/object_info")
+    prompt = api if form == "api" else ui_to_api(ui, lambda kind: spec_from_object_info(info[kind]))
+    prompt = with_files(shrink(prompt), file_set)
+    prompt["10"]["inputs"]["seed"] = 100 + NAMES.index(name) + 10 * (form == "ui")  # no cached result reused
+    run = comfy_server.run(prompt, ui)
+    assert run.status == "success", json.dumps(run.history["status"], indent=1)[-4000:]
+    assert run.previews > 0  # latent previews reached the websocket
+    progress = [d for n, d in run.events if n == "progress" and d["node"] == "10"]
+    assert progress[-1]["value"] == progress[-1]["max"] == SMALL["steps"]
+    path = saved_video(comfy_server, run)
+    assert_playable(path, ui, SMALL["length"], SMALL["height"], SMALL["width"], 25.0)
+
+
+def test_default_setup_t5_alone_uses_comfyuis_tokenizer(comfy_server):
+    """A T5 file alone in models/text_encoders (nothing beside it) loads with ComfyUI's bundled tokenizer."""
+    import tokenizers
+
+    folder = comfy_server.base / "models" / "text_encoders"
+    assert not [p for p in folder.iterdir() if p.is_file() and not p.name.startswith("t5xxl")]
+    words = "a red fox runs through fresh snow at dawn"
+    prompt = {
+        "2": {"class_type": "LTXPackTextEncoderLoader", "inputs": _t5_loader_inputs("t5xxl_fp16.safetensors")},
+        "3": {
+            "class_type": "LTXPackTextEncode",
+            "inputs": {"text_encoder": ["2", 0], "prompt": words, "negative_prompt": "", "max_tokens": 64},
+        },
+        "9": {"class_type": "LTXTestSaveTensor", "inputs": {"value": ["3", 0], "name": "default_setup"}},
+    }
+    run = comfy_server.run(prompt)
+    assert run.status == "success", run.history["status"]
+    conditioning = _load_tensor(comfy_server, "default_setup")
+    bundled = Path(COMFYUI) / "comfy" / "text_encoders" / "t5_tokenizer" / "tokenizer.json"
+    expected = len(tokenizers.Tokenizer.from_file(str(bundled)).encode(words, add_special_tokens=False).ids) + 1
+    assert conditioning[0][0].shape == (1, 64, 32)
+    assert int(conditioning[0][1]["attention_mask"].sum()) == expected  # its ids, ending with </s>
+
+
+def _t5_loader_inputs(name: str) -> dict:
+    return {"text_encoder_name": name, "dtype": "default", "device": "default", "memory": "default"}
+
+
+def _load_tensor(server, name: str):
+    import torch
+
+    return torch.load(server.base / "output" / f"{name}.pt", weights_only=False)
+
+
+# --- cancel, /free, cache ----------------------------------------------------------------------------
+
+
+def _slow_t2v(seed: int, steps: int) -> dict:
+    """Sampling and decoding that take long enough on a CPU to be interrupted part-way."""
+    prompt = small_t2v(seed)
+    prompt["4"]["inputs"].update(width=512, height=512, length=121)
+    prompt["10"]["inputs"]["steps"] = steps
+    return prompt
+
+
+def _interrupt_when(server, prompt: dict, kind: str, predicate) -> object:
+    status, answer = server.queue(prompt)
+    assert status == 200, answer
+    server.wait_for_event(kind, lambda d: d.get("prompt_id") == answer["prompt_id"] and predicate(d))
+    assert server.post("/interrupt", {})[0] == 200
+    return server.wait(answer["prompt_id"])
+
+
+def test_cancel_during_sampling_and_decoding_then_a_good_run(comfy_server):
+    during_sampling = _interrupt_when(
+        comfy_server, _slow_t2v(seed=7, steps=200), "progress", lambda d: d["node"] == "10" and d["value"] >= 2
+    )
+    assert during_sampling.status == "error"
+    (stopped,) = during_sampling.messages("execution_interrupted")
+    assert stopped["node_type"] == "LTXPackSampler"
+    steps_done = max(d["value"] for n, d in during_sampling.events if n == "progress" and d["node"] == "10")
+    assert steps_done < 200
+
+    during_decoding = _interrupt_when(
+        comfy_server, _slow_t2v(seed=8, steps=1), "executing", lambda d: d.get("node") == "11"
+    )
+    (stopped,) = during_decoding.messages("execution_interrupted")
+    assert stopped["node_type"] == "LTXPackVAEDecode"
+
+    good = comfy_server.run(small_t2v(seed=9))
+    assert good.status == "success"
+    assert_playable(saved_video(comfy_server, good), None, SMALL["length"], SMALL["height"], SMALL["width"], 25.0)
+
+
+def _loaded_models(server, prompt: dict) -> list[str]:
+    """What ComfyUI's memory manager holds, asked inside `prompt` (fully cached: its loaders' outputs stay
+    alive, as they do between a user's prompts)."""
+    run = server.run({**prompt, "99": {"class_type": "LTXTestLoadedModels", "inputs": {}}})
+    assert run.status == "success" and run.executed() == {"99"}, run.history["status"]
+    return [name for name in run.outputs["99"]["models"] if name.startswith("LTXPack")]
+
+
+def test_free_releases_our_models(comfy_server):
+    prompt = small_t2v(seed=11)
+    assert comfy_server.run(prompt).status == "success"
+    loaded = _loaded_models(comfy_server, prompt)
+    assert {"LTXPackLTXVideoTransformer", "LTXPackVideoVAE", "LTXPackT5TextEncoder"} <= set(loaded), loaded
+    # unload_models alone: free_memory would also empty the cache, and the query prompt would load them again
+    assert comfy_server.post("/free", {"unload_models": True})[0] == 200
+    for _ in range(20):  # the server acts on /free between prompts
+        time.sleep(0.5)
+        if not _loaded_models(comfy_server, prompt):
+            break
+    else:
+        pytest.fail("our models are still loaded after POST /free")
+    prompt["11"]["inputs"]["seed"] = 12  # a new decode loads the VAE again
+    assert comfy_server.run(prompt).status == "success"
+    assert _loaded_models(comfy_server, prompt) == ["LTXPackVideoVAE"]
+
+
+def test_repeated_prompt_is_cached_and_a_changed_widget_reruns_only_what_depends_on_it(comfy_server):
+    prompt = small_t2v(seed=21)
+    first = comfy_server.run(prompt)
+    assert first.status == "success" and {"10", "11", "12"} <= first.executed()
+    again = comfy_server.run(prompt)
+    assert again.status == "success" and again.executed() == set()
+    assert again.cached() == set(prompt)
+    prompt["11"]["inputs"]["seed"] = 22  # the decode noise: decode and save re-run, nothing upstream
+    changed = comfy_server.run(prompt)
+    assert changed.executed() == {"11", "12"}
+    assert saved_video(comfy_server, changed) != saved_video(comfy_server, first)
+
+
+# --- bad input ---------------------------------------------------------------------------------------
+
+
+def _refused(server, prompt: dict) -> str:
+    """Validation refuses the prompt: all node error messages and details, joined."""
+    status, answer = server.queue(prompt)
+    assert status == 400, answer
+    texts = [answer["error"]["message"], answer["error"].get("details", "")]
+    for node in answer.get("node_errors", {}).values():
+        texts += [f"{e['message']}: {e['details']}" for e in node["errors"]]
+    return " | ".join(texts)
+
+
+def _failed(server, prompt: dict) -> tuple[str, str]:
+    """The prompt runs and a node fails: (node type, exception message)."""
+    run = server.run(prompt)
+    assert run.status == "error", run.history["status"]
+    error = run.error()
+    assert not error["exception_message"].startswith("Traceback")
+    return error["node_type"], error["exception_message"]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("comfy_base")
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / "ltx-pack").symlink_to(REPO, target_is_directory=True)
-    write_comfy_models(base / "models")
-    write_input_images(base / "input")
-    port = _free_port()
-    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-    command = [
-        python,
-        "main.py",
-        "--cpu",
-        "--listen",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--base-directory",
-        str(base),
-        "--disable-api-nodes",
-        "--preview-method",
-        "latent2rgb",
-    ]
-    log = (base / "server.log").open("w")
-    process = subprocess.Popen(command, cwd=COMFYUI, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            if process.poll() is not None:
-                pytest.fail(f"ComfyUI exited: {(base / 'server.log').read_text()[-3000:]}")
-            try:
-                _request(f"{url}/object_info/LTXPackSampler")
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"ComfyUI did not start: {(base / 'server.log').read_text()[-3000:]}")
-        yield url, base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+def stray_files(comfy_server):
+    """Files of the wrong kind in the loaders' folders, as users put them there."""
+    models = comfy_server.base / "models"
+    shutil.copy(
+        models / "vae" / "ltx-video-2b-v0.9.1-vae.safetensors", models / "diffusion_models" / "a_vae.safetensors"
+    )
+    shutil.copy(
+        models / "checkpoints" / "ltx-video-2b-v0.9.1.safetensors", models / "text_encoders" / "ltx.safetensors"
+    )
+    shutil.copy(models / "text_encoders" / "t5xxl_fp16.safetensors", models / "checkpoints" / "t5.safetensors")
+    (models / "checkpoints" / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    _write_t5(models / "text_encoders" / "t5_wide.safetensors", width=48)
+    data = (models / "checkpoints" / "ltx-video-2b-v0.9.1.safetensors").read_bytes()
+    (models / "checkpoints" / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    yield
+    for path in ("diffusion_models/a_vae.safetensors", "text_encoders/ltx.safetensors", "checkpoints/t5.safetensors"):
+        (models / path).unlink()
+    for path in ("text_encoders/t5_wide.safetensors",):
+        (models / path).unlink()
+    (models / "checkpoints" / "broken.safetensors").unlink()
+    (models / "checkpoints" / "truncated.safetensors").unlink()
 
 
-def test_nodes_are_registered(server):
-    url, _ = server
-    info = _request(f"{url}/object_info")
-    ours = {k: v for k, v in info.items() if k.startswith("LTXPack")}
-    assert len(ours) == 9 and all(v["python_module"] == "custom_nodes.ltx-pack" for v in ours.values())
-    assert "EmptyLTXVLatentVideo" in info  # core's LTX nodes are still there
+def _write_t5(path: Path, width: int) -> None:
+    """A T5 encoder of another width than the test model's text input (32)."""
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+
+    from tiny import tiny_t5_config
+    from tiny_comfy import T5_VOCAB
+
+    torch.manual_seed(5)
+    config = tiny_t5_config(T5_VOCAB)
+    config = transformers.T5Config(**{**config.to_dict(), "d_model": width})
+    weights = transformers.T5EncoderModel(config).state_dict()
+    save_file({k: v.contiguous() for k, v in weights.items() if k != "encoder.embed_tokens.weight"}, path)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_workflow_runs_on_the_server(server, name):
-    url, base = server
-    ui, api = load(name)
-    queued = _request(f"{url}/prompt", {"prompt": shrink(api), "extra_data": {"extra_pnginfo": {"workflow": ui}}})
-    assert queued["node_errors"] == {}, queued
-    prompt_id = queued["prompt_id"]
-    for _ in range(600):
-        history = _request(f"{url}/history/{prompt_id}").get(prompt_id)
-        if history and history["status"]["completed"] or history and history["status"]["status_str"] == "error":
-            break
-        time.sleep(0.5)
-    assert history and history["status"]["status_str"] == "success", json.dumps(history, indent=1)[-4000:]
-    (saved,) = [out for out in history["outputs"].values() if "images" in out]
-    (entry,) = saved["images"]
-    frames, _ = read_video(base / "output" / entry["subfolder"] / entry["filename"])
-    assert frames.shape == (SMALL["length"], SMALL["height"], SMALL["width"], 3)
-    _request(f"{url}/free", {"unload_models": True, "free_memory": True})
+def _set(prompt: dict, node: str, **values) -> dict:
+    prompt = copy.deepcopy(prompt)
+    prompt[node]["inputs"].update(values)
+    return prompt
+
+
+def _i2v(**condition) -> dict:
+    prompt = shrink(load("image_to_video")[1])
+    prompt["6"]["inputs"].update(condition)
+    return prompt
+
+
+# (what the user did, how to build the prompt, words the answer must hold)
+REFUSED = [
+    ("strength above 1", lambda: _i2v(strength=1.5), ["1.5", "strength", "max of 1.0"]),
+    ("steps 0", lambda: _set(small_t2v(), "10", steps=0), ["steps", "smaller than min of 1"]),
+    ("guidance below 1", lambda: _set(small_t2v(), "10", guidance=0.5), ["guidance", "0.5", "min of 1.0"]),
+    ("negative seed", lambda: _set(small_t2v(), "10", seed=-1), ["seed", "-1", "min of 0"]),
+    ("unknown schedule", lambda: _set(small_t2v(), "10", schedule="karras"), ["schedule", "karras"]),
+    ("model file not there", lambda: _set(small_t2v(), "1", model_name="gone.safetensors"), ["gone.safetensors"]),
+    ("T5 file not there", lambda: _set(small_t2v(), "2", text_encoder_name="t5.bin"), ["t5.bin"]),
+    ("max_tokens below 8", lambda: _set(small_t2v(), "3", max_tokens=4), ["max_tokens", "min of 8"]),
+    ("frame_rate 0", lambda: _set(small_t2v(), "12", frame_rate=0.0), ["frame_rate", "min of 1.0"]),
+    ("crf above 51", lambda: _set(small_t2v(), "12", crf=60), ["crf", "max of 51"]),
+    ("denoise 0", lambda: _set(small_t2v(), "10", denoise=0.0), ["denoise", "min of 0.01"]),
+    ("width below 64", lambda: _set(small_t2v(), "4", width=32), ["width", "min of 64"]),
+    ("sampler input missing", lambda: _drop(small_t2v(), "10", "positive"), ["positive", "Required input is missing"]),
+    ("an IMAGE into latent", lambda: _set(_i2v(), "10", latent=["5", 0]), ["latent", "IMAGE", "LATENT"]),
+    ("our model into core's KSampler", lambda: _core_ksampler(), ["model", "LTXPACK_MODEL", "MODEL"]),
+    ("unknown node", lambda: {**small_t2v(), "99": {"class_type": "LTXPackNope", "inputs": {}}}, ["LTXPackNope"]),
+]
+
+
+def _drop(prompt: dict, node: str, name: str) -> dict:
+    prompt = copy.deepcopy(prompt)
+    del prompt[node]["inputs"][name]
+    return prompt
+
+
+def _core_ksampler() -> dict:
+    prompt = small_t2v()
+    prompt["20"] = {
+        "class_type": "KSampler",
+        "inputs": {
+            "model": ["1", 0],
+            "positive": ["3", 0],
+            "negative": ["3", 1],
+            "latent_image": ["4", 0],
+            "seed": 0,
+            "steps": 1,
+            "cfg": 3.0,
+            "sampler_name": "euler",
+            "scheduler": "normal",
+            "denoise": 1.0,
+        },
+    }
+    prompt["11"]["inputs"]["samples"] = ["20", 0]  # so that the sampler is on the way to an output
+    return prompt
+
+
+@pytest.mark.parametrize(("case", "build", "words"), REFUSED, ids=[c[0] for c in REFUSED])
+def test_bad_values_are_refused_before_running(comfy_server, case, build, words):
+    answer = _refused(comfy_server, build())
+    for word in words:
+        assert word in answer, f"{case}: {word!r} not in {answer!r}"
+    assert comfy_server.alive()
+
+
+def _latent_of_other_model() -> dict:
+    prompt = small_t2v()
+    prompt["4"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
+    return prompt
+
+
+def _frames(count: int) -> dict:
+    """Image condition fed `count` frames (core's RepeatImageBatch)."""
+    prompt = _i2v()
+    prompt["7"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["5", 0], "amount": count}}
+    prompt["6"]["inputs"]["image"] = ["7", 0]
+    return prompt
+
+
+def _encode_frames(count: int) -> dict:
+    prompt = _frames(count)
+    prompt["8"] = {"class_type": "LTXPackVAEEncode", "inputs": {"pixels": ["7", 0], "vae": ["1", 1], "tiling": "auto"}}
+    prompt["10"]["inputs"]["latent"] = ["8", 0]
+    return prompt
+
+
+# (what the user did, how to build the prompt, node that must fail, words the message must hold)
+FAILED = [
+    (
+        "width not a multiple of 32",
+        lambda: _set(small_t2v(), "4", width=100),
+        "LTXPackEmptyLatentVideo",
+        ["width 100", "multiple of 32", "96 or 128"],
+    ),
+    (
+        "length not 1 + 8k",
+        lambda: _set(small_t2v(), "4", length=20),
+        "LTXPackEmptyLatentVideo",
+        ["20 frames", "1 + 8·k", "17 or 25"],
+    ),
+    ("keyframe off the 8-grid", lambda: _i2v(frame=3), "LTXPackImageCondition", ["multiple of 8", "got 3", "0 or 8"]),
+    ("keyframe past the end", lambda: _i2v(frame=4000), "LTXPackImageCondition", ["4000"]),
+    ("4 frames as a condition", lambda: _frames(4), "LTXPackImageCondition", ["4 frames", "1 + 8·k", "1 or 9"]),
+    ("10 frames to VAE Encode", lambda: _encode_frames(10), "LTXPackVAEEncode", ["10 frames", "1 + 8·k", "9 or 17"]),
+    (
+        "GGUF without a VAE",
+        lambda: _set(small_t2v(), "1", model_name="ltx-video-2b-v0.9.1-Q8_0.gguf"),
+        "LTXPackModelLoader",
+        ["ltx-video-2b-v0.9.1-Q8_0.gguf", "only the transformer", "vae_name"],
+    ),
+    (
+        "a VAE file as the model",
+        lambda: _set(small_t2v(), "1", model_name="a_vae.safetensors", vae_name="ltx-video-2b-v0.9.1-vae.safetensors"),
+        "LTXPackModelLoader",
+        ["a_vae.safetensors", "VAE", "vae_name"],
+    ),
+    (
+        "a T5 file as the model",
+        lambda: _set(small_t2v(), "1", model_name="t5.safetensors"),
+        "LTXPackModelLoader",
+        ["t5.safetensors", "T5", "text_encoder_name"],
+    ),
+    (
+        "a checkpoint as T5",
+        lambda: _set(small_t2v(), "2", text_encoder_name="ltx.safetensors"),
+        "LTXPackTextEncoderLoader",
+        ["ltx.safetensors", "T5", "model_name"],
+    ),
+    (
+        "a broken file",
+        lambda: _set(small_t2v(), "1", model_name="broken.safetensors"),
+        "LTXPackModelLoader",
+        ["broken.safetensors", "safetensors header"],
+    ),
+    (
+        "a half-downloaded file",
+        lambda: _set(small_t2v(), "1", model_name="truncated.safetensors"),
+        "LTXPackModelLoader",
+        ["truncated.safetensors", "is truncated", "download it again"],
+    ),
+    (
+        "an image model's latent",
+        _latent_of_other_model,
+        "LTXPackSampler",
+        ["4 channels", "128", "LTX Empty Latent Video"],
+    ),
+    (
+        "saving outside the output folder",
+        lambda: _set(small_t2v(), "12", filename_prefix="../../escape"),
+        "LTXPackSaveVideo",
+        ["output"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "build", "node_type", "words"), FAILED, ids=[c[0] for c in FAILED])
+def test_bad_input_fails_with_a_clear_message_and_the_server_keeps_going(
+    comfy_server, stray_files, case, build, node_type, words
+):
+    failed_node, message = _failed(comfy_server, build())
+    assert failed_node == node_type, message
+    for word in words:
+        assert word in message, f"{case}: {word!r} not in {message!r}"
+    assert ".." not in message.replace("../", "").replace("…", ""), message
+    assert comfy_server.alive()
+
+
+def test_after_bad_input_a_good_prompt_succeeds(comfy_server, stray_files):
+    _failed(comfy_server, _set(small_t2v(), "1", model_name="broken.safetensors"))
+    run = comfy_server.run(small_t2v(seed=31))
+    assert run.status == "success"
+    assert_playable(saved_video(comfy_server, run), None, SMALL["length"], SMALL["height"], SMALL["width"], 25.0)

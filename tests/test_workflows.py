@@ -46,14 +46,15 @@ def _check_value(where: str, kind, options: dict, value) -> None:
         assert isinstance(value, str), where
 
 
-def ui_to_api(ui: dict) -> dict:
-    """What the frontend's graphToPrompt makes of a flat UI workflow (virtual nodes dropped)."""
+def ui_to_api(ui: dict, spec_of=node_spec) -> dict:
+    """What the frontend's graphToPrompt makes of a flat UI workflow (virtual nodes dropped).
+    `spec_of(node type)` gives the node's inputs and outputs as `workflows.build.node_spec` does."""
     links = {link[0]: link for link in ui["links"]}
     prompt = {}
     for node in ui["nodes"]:
         if node["type"] in FRONTEND_ONLY:
             continue
-        spec, widgets, sockets = node_spec(node["type"]), list(node["widgets_values"]), iter(node["inputs"])
+        spec, widgets, sockets = spec_of(node["type"]), list(node["widgets_values"]), iter(node["inputs"])
         inputs = {}
         for name, kind, options in spec["inputs"]:
             if is_widget(kind):

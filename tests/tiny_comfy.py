@@ -28,6 +28,7 @@ VAE = "ltx-video-2b-v0.9.1-vae.safetensors"
 T5 = "t5xxl_fp16.safetensors"
 T5_FP8 = "t5xxl_fp8_e4m3fn.safetensors"
 IMAGES = ("example.png", "first_frame.png", "last_frame.png")
+T5_VOCAB = 32128  # T5-XXL's: ids from ComfyUI's bundled T5 tokenizer (32,100 pieces) fit
 
 
 def _transformer_tensors() -> tuple[object, dict[str, torch.Tensor]]:
@@ -54,7 +55,7 @@ def _t5_tensors() -> dict[str, torch.Tensor]:
     import transformers
 
     torch.manual_seed(33)
-    weights = transformers.T5EncoderModel(tiny_t5_config()).state_dict()
+    weights = transformers.T5EncoderModel(tiny_t5_config(T5_VOCAB)).state_dict()
     return {k: v.clone() for k, v in weights.items() if k != "encoder.embed_tokens.weight"}  # tied to shared
 
 
@@ -76,7 +77,8 @@ def _write_gguf(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def write_comfy_models(models: Path) -> dict[str, Path]:
-    """checkpoints/, diffusion_models/, vae/ and text_encoders/ (with spiece.model) under `models`."""
+    """checkpoints/, diffusion_models/, vae/ and text_encoders/ under `models`. The T5 files lie alone,
+    as users download them: the tokenizer comes from ComfyUI's bundled one."""
     from safetensors.torch import save_file
 
     for folder in ("checkpoints", "diffusion_models", "vae", "text_encoders"):
@@ -95,8 +97,14 @@ def write_comfy_models(models: Path) -> dict[str, Path]:
     save_file(t5, models / "text_encoders" / T5)
     fp8 = {k: v.to(torch.float8_e4m3fn) if v.ndim == 2 and k != "shared.weight" else v for k, v in t5.items()}
     save_file(fp8, models / "text_encoders" / T5_FP8)
-    (models / "text_encoders" / "spiece.model").write_bytes(train_tiny_spiece())
     return {"models": models}
+
+
+def write_bundled_tokenizer(folder: Path) -> Path:
+    """A stand-in for ComfyUI's bundled T5 tokenizer, for the tests that run without ComfyUI."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spiece.model").write_bytes(train_tiny_spiece())
+    return folder / "spiece.model"
 
 
 def write_input_images(folder: Path) -> None:

@@ -115,8 +115,8 @@ def to_ui(workflow: Workflow) -> dict[str, Any]:
         entry = {
             "id": node.id,
             "type": node.type,
-            "pos": [420 * column + 40, 260 * (rows[column] - 1) + 300],
-            "size": [380, 220],
+            "pos": [420 * column + 40, 380 * (rows[column] - 1) + 300],  # room for the frontend's node heights
+            "size": [380, 330],
             "flags": {},
             "order": 0,
             "mode": 0,

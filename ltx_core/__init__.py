@@ -21,7 +21,17 @@ from .loading.vae import load_vae
 from .model.rope import video_positions
 from .model.transformer import LTXVideoTransformer
 from .model.vae.autoencoder import VideoVAE
-from .pipeline import DEFAULT_NEGATIVE_PROMPT, Models, Settings, image_to_video, text_to_video, video_to_video
+from .pipeline import (
+    DEFAULT_NEGATIVE_PROMPT,
+    Keyframe,
+    Models,
+    Settings,
+    extend_video,
+    image_to_video,
+    keyframes_to_video,
+    text_to_video,
+    video_to_video,
+)
 from .sampling.conditioning import FrameCondition
 from .sampling.noise import seeded_noise
 from .sampling.sampler import sample
@@ -41,6 +51,7 @@ __all__ = [
     "CheckpointMismatchError",
     "Conditioning",
     "FrameCondition",
+    "Keyframe",
     "LTXVideoTransformer",
     "Models",
     "ReleaseDefaults",
@@ -52,7 +63,9 @@ __all__ = [
     "VideoVAE",
     "custom_sigmas",
     "detect_vae_layout",
+    "extend_video",
     "image_to_video",
+    "keyframes_to_video",
     "linear_quadratic_sigmas",
     "load_text_encoder",
     "load_transformer",

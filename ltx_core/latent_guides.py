@@ -5,6 +5,11 @@ clean latents overwrite the video's latents at its frames, and a per-latent-fram
 how much of each frame is still to be generated (1 = all, 0 = keep; strength = 1 − mask). This is
 ComfyUI's LATENT convention (`noise_mask` of shape (B, 1, F, 1, 1)), so latents made by either side
 mean the same. The functions here convert between that form and `FrameCondition`s.
+
+The mask can only say "this whole latent frame, in place", which is the 0.9.0 / 0.9.1 layout (and
+ComfyUI's LTXVImgToVideo). For the 0.9.5+ "appended" layout (sampling/conditioning.py) a condition
+that is not at frame 0, an image between latent frames, or a clip must reach `sample()` as a
+`FrameCondition` of its own rather than through the mask.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""text_to_video(), image_to_video() and video_to_video(): the whole LTX-Video pipeline, top to bottom.
+"""text_to_video(), image_to_video(), keyframes_to_video(), video_to_video() and extend_video(): the
+whole LTX-Video pipeline, top to bottom.
 
 Components stay where they were loaded (usually the CPU) and visit the compute device one at a time,
 so the text encoder, the transformer and the VAE never occupy it together; in the low_vram memory
@@ -7,12 +8,14 @@ mode the text encoder and the transformer visit it block by block (see memory.py
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .defaults import defaults_for
+from .extension import join_frames, overlap_frames
 from .loading.text_encoder import load_text_encoder
 from .loading.transformer import load_transformer
 from .loading.vae import load_vae
@@ -22,7 +25,7 @@ from .model.fp8 import quantize_linears
 from .model.transformer import LTXVideoTransformer
 from .model.vae.autoencoder import VideoVAE
 from .sampling.conditioning import FrameCondition
-from .sampling.noise import seeded_noise
+from .sampling.noise import draw_noise, seeded_generator
 from .sampling.sampler import StepCallback, sample
 from .sampling.schedule import make_schedule, partial_schedule
 from .text.encoder import T5TextEncoder
@@ -90,6 +93,18 @@ def text_to_video(
     return _generate(models, prompt, negative_prompt, settings, on_step=on_step)
 
 
+@dataclass(frozen=True)
+class Keyframe:
+    """An image (H, W, 3) or a clip (T, H, W, 3) of 1 + 8·k frames, in [0, 1], kept from pixel frame
+    `frame` on (negative counts from the end: −1 is the last frame, −T puts a T-frame clip at the end)
+    with `strength` (1 = exactly). 0.9.5+ models take images at any frame and clips at multiples of
+    8; 0.9.0 / 0.9.1 write every keyframe in place, at multiples of 8 (see sampling/conditioning.py)."""
+
+    pixels: torch.Tensor
+    frame: int = 0
+    strength: float = 1.0
+
+
 def image_to_video(
     models: Models,
     image: torch.Tensor,
@@ -105,10 +120,33 @@ def image_to_video(
     the video's size, given H.264-like compression artefacts at `image_crf` (0 = none; the
     official default 29 makes it look like the video frames the model saw in training) and kept at
     `strength` (1 = exactly)."""
-    pixels = compress_like_h264(resize_and_crop(image[None], settings.width, settings.height), image_crf)
-    return _generate(
-        models, prompt, negative_prompt, settings, image=pixels[:, None], strength=strength, on_step=on_step
+    return keyframes_to_video(
+        models, [Keyframe(image, 0, strength)], prompt, negative_prompt, settings, image_crf=image_crf, on_step=on_step
     )
+
+
+def keyframes_to_video(
+    models: Models,
+    keyframes: Sequence[Keyframe],
+    prompt: str,
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+    settings: Settings = Settings(),
+    *,
+    image_crf: int = 29,
+    on_step: StepCallback | None = None,
+) -> torch.Tensor:
+    """Generate a video through `keyframes` (first frame, keyframes, last frame, clips). Each is resized
+    and centre-cropped to the video's size; images get H.264-like artefacts at `image_crf` as in
+    `image_to_video`. Returns frames (batch, T, H, W, 3) float32 in [0, 1]."""
+    conditions = []
+    for key in keyframes:
+        clip = key.pixels if key.pixels.ndim == 4 else key.pixels[None]  # (T, H, W, 3)
+        pixels = resize_and_crop(clip, settings.width, settings.height)
+        if clip.shape[0] == 1:
+            pixels = compress_like_h264(pixels, image_crf)
+        frame = key.frame if key.frame >= 0 else settings.frames + key.frame
+        conditions.append((pixels[None], frame, key.strength))
+    return _generate(models, prompt, negative_prompt, settings, conditions=conditions, on_step=on_step)
 
 
 def video_to_video(
@@ -132,6 +170,30 @@ def video_to_video(
     return _generate(models, prompt, negative_prompt, settings, video=frames[None], denoise=denoise, on_step=on_step)
 
 
+def extend_video(
+    models: Models,
+    video: torch.Tensor,
+    prompt: str,
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+    settings: Settings = Settings(),
+    *,
+    direction: str = "forward",
+    overlap: int = 17,
+    strength: float = 1.0,
+    on_step: StepCallback | None = None,
+) -> torch.Tensor:
+    """Continue `video` (T, H, W, 3) in [0, 1] forward (after its last frame) or backward (before its
+    first): a new video of `settings.frames` frames is generated through the `overlap` (1 + 8·k) frames
+    it shares with the old one, then joined to it. Returns frames (batch, T + frames − overlap, H, W, 3)."""
+    old = resize_and_crop(video, settings.width, settings.height)
+    shared = overlap_frames(old, overlap, direction)
+    start = 0 if direction == "forward" else settings.frames - overlap
+    new = _generate(
+        models, prompt, negative_prompt, settings, conditions=[(shared[None], start, strength)], on_step=on_step
+    )
+    return torch.stack([join_frames(old.to(new), clip, overlap, direction) for clip in new])
+
+
 def _encode_pixels(vae: VideoVAE, frames: torch.Tensor, device: torch.device | str, memory: str) -> torch.Tensor:
     """(B, T, H, W, 3) in [0, 1] → normalised latents (B, C, F, H/32, W/32), encoded on `device`."""
     with placed(vae, device), torch.inference_mode():
@@ -144,8 +206,7 @@ def _generate(
     negative_prompt: str,
     s: Settings,
     *,
-    image: torch.Tensor | None = None,
-    strength: float = 1.0,
+    conditions: Sequence[tuple[torch.Tensor, int, float]] = (),
     video: torch.Tensor | None = None,
     denoise: float = 1.0,
     on_step: StepCallback | None = None,
@@ -163,17 +224,20 @@ def _generate(
     with placed(models.text_encoder, device, memory), torch.inference_mode():
         text = models.text_encoder.encode(prompt, negative_prompt if guidance != 1 else None, defaults.text_tokens)
 
-    # 2. Conditioning image or input video → normalised latents.
-    if image is not None:
-        conditions = [FrameCondition(_encode_pixels(models.vae, image, device, memory), 0, strength)]
-    else:
-        conditions = []
+    # 2. Conditioning images and clips, (1, T, H, W, 3) at a pixel frame, or the input video →
+    #    normalised latents.
+    frame_conditions = [
+        FrameCondition(_encode_pixels(models.vae, pixels, device, memory), frame, strength)
+        for pixels, frame, strength in conditions
+    ]
     initial = _encode_pixels(models.vae, video, device, memory) if video is not None else None
 
-    # 3. Noise levels from 1 (or `denoise`) to 0, and seeded noise that is the same on every device.
+    # 3. Noise levels from 1 (or `denoise`) to 0, and seeded noise that is the same on every device;
+    #    the same generator then draws the noise of appended conditions (as diffusers does).
     tokens = shape[2] * shape[3] * shape[4]
     sigmas = partial_schedule(lambda n: make_schedule(defaults.schedule, n, tokens), steps, denoise)
-    noise = seeded_noise(shape, s.seed, device=device)
+    generator = seeded_generator(s.seed)
+    noise = draw_noise(shape, generator, device=device)
 
     # 4. Denoise with the transformer.
     with placed(models.transformer, device, memory), torch.inference_mode():
@@ -184,19 +248,21 @@ def _generate(
             text,
             guidance_scale=guidance,
             frame_rate=s.frame_rate or defaults.frame_rate,
-            conditions=conditions,
+            conditions=frame_conditions,
             initial=initial,
+            layout=defaults.conditioning,
+            cond_noise_scale=defaults.cond_noise_scale,
+            generator=generator,
             on_step=on_step,
         )
 
     # 5. Decode at the release's decode timestep, with its (seeded) decode noise.
     with placed(models.vae, device), torch.inference_mode():
-        generator = torch.Generator("cpu").manual_seed(s.seed)
         pixels = models.vae.decode(
             latents,
             defaults.decode_timestep,
             noise_scale=defaults.decode_noise_scale,
-            generator=generator,
+            generator=seeded_generator(s.seed),
             memory_budget=vae_budget(memory),
         )
     return to_host(frames_from_video_tensor(pixels.float()))  # converted on the device, copied once

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from ltx_core.sampling.conditioning import FrameCondition, condition_latents
-from ltx_core.sampling.noise import seeded_noise
+from ltx_core.model.patchify import to_tokens
+from ltx_core.sampling.conditioning import FrameCondition, appended_start, condition_latents
+from ltx_core.sampling.noise import seeded_generator, seeded_noise
 from ltx_core.sampling.sampler import sample
 from ltx_core.sampling.schedule import (
     custom_sigmas,
@@ -179,8 +180,10 @@ def test_conditioned_frames_stay_clean_and_partial_strength_starts_mixed():
 def test_condition_placement_and_errors():
     clean, strength = condition_latents(SHAPE, [FrameCondition(torch.ones(1, 4, 1, 2, 3), 16, 0.7)])
     assert strength[:, :, 2].eq(0.7).all() and strength[:, :, :2].eq(0).all() and clean[:, :, 2].eq(1).all()
-    with pytest.raises(ValueError, match="use 8 or 16"):
-        FrameCondition(torch.ones(1, 4, 1, 2, 3), 12)
+    with pytest.raises(ValueError, match="a condition can start at frame 0 or a multiple of 8, got 12: use 8 or 16"):
+        condition_latents(SHAPE, [FrameCondition(torch.ones(1, 4, 1, 2, 3), 12)])
+    with pytest.raises(ValueError, match="pixel frame 0 or later"):
+        FrameCondition(torch.ones(1, 4, 1, 2, 3), -8)
     with pytest.raises(ValueError, match="strength"):
         FrameCondition(torch.ones(1, 4, 1, 2, 3), 0, 1.5)
     with pytest.raises(ValueError, match="runs past"):
@@ -196,3 +199,100 @@ def test_bad_sampler_arguments():
         sample(FakeModel(), torch.zeros(2, 3, 1, 1, 1), shifted_sigmas(2, 18), _text())
     with pytest.raises(ValueError, match="3 prompts for 2 videos"):
         sample(FakeModel(), seeded_noise(SHAPE, 1), shifted_sigmas(2, 18), _text(batch=3))
+
+
+# --- the appended layout (0.9.5+) -------------------------------------------------------------------
+
+
+def _appended(noise, conditions, seed=7, causal=True):
+    return appended_start(
+        noise,
+        torch.tensor(1.0),
+        conditions,
+        initial=None,
+        frame_rate=25.0,
+        causal_fix=causal,
+        generator=seeded_generator(seed),
+    )
+
+
+def test_appended_layout_places_tokens_and_positions():
+    noise = seeded_noise((1, 4, 5, 1, 2), 1)  # 33 frames, 10 video tokens
+    image = seeded_noise((1, 4, 1, 1, 2), 2)
+    clip = seeded_noise((1, 4, 3, 1, 2), 3)  # 17 frames: prefix of 2 latent frames + 1 in place
+    first = seeded_noise((1, 4, 1, 1, 2), 4)
+    conds = [FrameCondition(first, 0, 0.5), FrameCondition(image, 20, 1.0), FrameCondition(clip, 8, 0.25)]
+    state = _appended(noise, conds)
+    assert state.appended == 2 + 4 and state.tokens.shape == (1, 16, 4) and state.positions.shape == (1, 3, 16)
+    # extra noise is drawn per appended condition, in order, (B, C, f, H, W)
+    generator = seeded_generator(7)
+    image_noise, prefix_noise = (
+        torch.randn(1, 4, 1, 1, 2, generator=generator),
+        torch.randn(1, 4, 2, 1, 2, generator=generator),
+    )
+    assert torch.equal(state.tokens[:, :2], to_tokens(image))  # strength 1: lerp gives the image exactly
+    assert torch.equal(state.tokens[:, 2:6], to_tokens(torch.lerp(prefix_noise, clip[:, :, :2], 0.25)))
+    video = noise.clone()
+    video[:, :, :1] = torch.lerp(noise[:, :, :1], first, 0.5)
+    video[:, :, 3:4] = torch.lerp(noise[:, :, 3:4], clip[:, :, 2:], 0.25)  # latent frame 8 / 8 + 2
+    assert torch.equal(state.tokens[:, 6:], to_tokens(video))
+    assert state.strength[0].tolist() == [1.0] * 2 + [0.25] * 4 + [0.5] * 2 + [0.0] * 4 + [0.25] * 2 + [0.0] * 2
+    # pixel frames: image at 20; clip prefix at 8 + (0, 1) (causal fix); video 0, 1, 9, 17, 25
+    frames = (state.positions[0, 0] * 25).round().tolist()
+    assert frames == [20] * 2 + [8] * 2 + [9] * 2 + [0, 0, 1, 1, 9, 9, 17, 17, 25, 25]
+    assert not torch.equal(image_noise, prefix_noise)
+
+
+def test_appended_layout_checks_frames():
+    noise = torch.zeros(1, 4, 3, 1, 2)
+    _appended(noise, [FrameCondition(torch.zeros(1, 4, 1, 1, 2), 5)])  # images anywhere
+    with pytest.raises(ValueError, match="a clip can start at frame 0 or a multiple of 8, got 4"):
+        _appended(noise, [FrameCondition(torch.zeros(1, 4, 2, 1, 2), 4)])
+    with pytest.raises(ValueError, match="runs past the video's 3 latent frames"):
+        _appended(noise, [FrameCondition(torch.zeros(1, 4, 1, 1, 2), 17)])
+    with pytest.raises(ValueError, match="unknown conditioning layout 'sideways'"):
+        sample(FakeModel(), seeded_noise(SHAPE, 1), shifted_sigmas(2, 18), _text(), layout="sideways")
+
+
+def test_appended_tokens_hold_until_their_noise_level_and_are_dropped():
+    noise = seeded_noise(SHAPE, 2)
+    image = seeded_noise((1, 4, 1, 2, 3), 3)
+    sigmas = torch.tensor([1.0, 0.7, 0.4, 0.0])
+    model = FakeModel()
+    out = sample(
+        model,
+        noise,
+        sigmas,
+        _text(),
+        layout="appended",
+        conditions=[FrameCondition(image, 8, 0.5)],
+        generator=seeded_generator(5),
+    )
+    assert out.shape == SHAPE
+    (x0, s0), (x1, s1), (x2, s2) = model.inputs  # (2B, 6 + 18, C), (2B, 24)
+    assert s0[:, :6].eq(0.5).all() and s1[:, :6].eq(0.5).all() and torch.allclose(s2[:, :6], torch.tensor(0.4))
+    assert s0[:, 6:].eq(1.0).all() and torch.allclose(s1[:, 6:], torch.tensor(0.7))
+    assert torch.equal(x0[:, :6], x1[:, :6]) and torch.equal(x1[:, :6], x2[:, :6])  # held while σ ≥ 1 − s
+    assert not torch.equal(x0[:, 6:], x1[:, 6:])
+
+
+def test_hard_conditions_are_renoised_each_step():
+    noise = seeded_noise(SHAPE, 2)
+    image = seeded_noise((1, 4, 1, 2, 3), 3)
+    sigmas = torch.tensor([1.0, 0.5, 0.0])
+    model = FakeModel()
+    conditions = [FrameCondition(image, 0, 1.0)]
+    sample(
+        model,
+        noise,
+        sigmas,
+        _text(),
+        layout="appended",
+        conditions=conditions,
+        cond_noise_scale=0.15,
+        generator=seeded_generator(5),
+    )
+    generator = seeded_generator(5)
+    for (x, _), sigma in zip(model.inputs, sigmas[:-1], strict=True):
+        expected = to_tokens(image)[:, :6] + 0.15 * torch.randn(2, 18, 4, generator=generator)[:, :6] * sigma**2
+        assert torch.allclose(x[:2, :6], expected, atol=1e-6)

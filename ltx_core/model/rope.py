@@ -22,13 +22,16 @@ def video_positions(
     *,
     frame_rate: float,
     causal_fix: bool,
+    start_frame: int = 0,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """RoPE coordinates of a latent video's tokens, in token order (f, then h, then w).
 
     Returns (1, 3, F·H·W) float32: pixel-space corner of each latent cell, time in seconds-like
     units `pixel_frame / frame_rate`. With `causal_fix` (0.9.5+) latent frame 0 is one pixel frame
-    long, so frames 0, 1, 2, … sit at pixel frames 0, 1, 9, 17, …
+    long, so frames 0, 1, 2, … sit at pixel frames 0, 1, 9, 17, … `start_frame` shifts the time
+    axis by whole pixel frames, for condition tokens placed later in the video (added before the
+    division, in integers, as the references do).
     """
     if frame_rate <= 0:
         raise ValueError(f"frame_rate must be positive, got {frame_rate}")
@@ -42,6 +45,7 @@ def video_positions(
     coords = torch.stack(grid).flatten(1) * scale[:, None]  # (3, N) pixel units, integer
     if causal_fix:
         coords[0] = (coords[0] + 1 - VAE_TEMPORAL_SCALE).clamp(min=0)
+    coords[0] += start_frame
     coords = coords.to(torch.float32)
     coords[0] = coords[0] * (1.0 / frame_rate)  # the same float op as the official pipeline
     return coords[None]

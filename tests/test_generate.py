@@ -1,23 +1,30 @@
-"""The pipeline and the command-line generator end to end on tiny checkpoints: an mp4 comes out."""
+"""The pipeline and the command-line generator end to end on tiny checkpoints: an mp4 comes out, from
+local files or from the default release on a local stand-in for the Hugging Face Hub (hub_server.py),
+and every mistake in bad_invocations.py is explained before anything loads."""
 
 from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from bad_invocations import BAD, applies, problems, run_in_process, write_fixtures
+from hub_server import DEFAULT_REPO, pointed_at, tiny_files, tiny_hub
 from ltx_core.generate import main
 from ltx_core.media import read_video
 from ltx_core.pipeline import Models, Settings, image_to_video, text_to_video, video_to_video
-from tiny import write_tiny_checkpoints
 
 SMALL = Settings(width=64, height=96, frames=9, steps=2, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    return write_tiny_checkpoints(tmp_path_factory.mktemp("models"))
+def files():
+    return tiny_files()
 
 
 @pytest.fixture(scope="module")
@@ -59,38 +66,104 @@ def test_command_line_writes_an_mp4(files, tmp_path, capsys):
     assert main(["--prompt", "a red fox", *common, *size, "--dtype", "fp32", "--output", str(out)]) == 0
     frames, fps = read_video(out)
     assert frames.shape == (17, 96, 64, 3) and fps == pytest.approx(25.0)
-    assert "sampling 2/2" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    stages = ["loading the models", "encoding the prompt", "sampling 1/2", "sampling 2/2", "decoding 17 frames"]
+    stages += ["writing", f"wrote {out}"]
+    assert [err.index(stage) for stage in stages] == sorted(err.index(stage) for stage in stages), err
+    assert "s for the first step" in err and "s/step" in err
+    assert "downloading" not in err  # local files only: the Hub is not asked
 
     image = tmp_path / "start.png"
     Image.fromarray((np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8)).save(image)
     out_i2v = tmp_path / "i2v.mp4"
-    args = [
-        "--prompt",
-        "a fox",
-        *common,
-        *size,
-        "--image",
-        str(image),
-        "--memory",
-        "low_vram",
-        "--output",
-        str(out_i2v),
-    ]
-    assert main(args) == 0
+    args = ["--prompt", "a fox", *common, *size, "--image", str(image), "--memory", "low_vram", "--quiet"]
+    assert main([*args, "--output", str(out_i2v)]) == 0
     assert read_video(out_i2v)[0].shape == (17, 96, 64, 3)
+    assert capsys.readouterr().err == ""  # --quiet: nothing but errors
 
 
-def test_command_line_without_weights_says_what_to_get(tmp_path, capsys):
-    assert main(["--prompt", "a red fox", "--checkpoint", str(tmp_path / "nope.safetensors")]) == 2
+def test_default_release_comes_from_the_hub(tmp_path, capsys):
+    """No model options: the default release is downloaded (the checkpoint file, text_encoder/ and the
+    tokenizer/ beside it, nothing else of the repository) and cached; offline, the cache serves."""
+    hub = tiny_hub()
+    size = ["--width", "64", "--height", "64", "--frames", "9", "--steps", "1", "--device", "cpu"]
+    before = len(hub.downloaded())
+    with pointed_at(hub.url, tmp_path / "hf"):
+        assert main(["--prompt", "a red fox", *size, "--output", str(tmp_path / "a.mp4")]) == 0
+    downloaded = hub.downloaded()[before:]
+    needed = [f for f in hub.repos[DEFAULT_REPO].files if f.startswith(("ltx-video-2b-v0.9.1", "text_encoder/", "tok"))]
+    assert sorted(downloaded) == sorted(needed) and len(needed) == 8  # checkpoint, config, 3 shards, index, tokenizer
     err = capsys.readouterr().err
-    assert "--text-encoder" in err and "nope.safetensors" in err
-    assert "ltx-video-2b-v0.9.1.safetensors" in err and "t5xxl_fp16.safetensors" in err
+    assert f"downloading {DEFAULT_REPO}/ltx-video-2b-v0.9.1.safetensors" in err
+    assert f"downloading {DEFAULT_REPO}/text_encoder (" in err
+
+    with pointed_at(hub.url, tmp_path / "hf"):  # again: nothing is downloaded twice
+        assert main(["--prompt", "a red fox", *size, "--output", str(tmp_path / "b.mp4")]) == 0
+    with pointed_at(hub.url, tmp_path / "hf", offline=True):
+        assert main(["--prompt", "a red fox", *size, "--output", str(tmp_path / "c.mp4")]) == 0
+    assert len(hub.downloaded()) == before + len(downloaded)
+    assert read_video(tmp_path / "a.mp4")[0].shape == read_video(tmp_path / "c.mp4")[0].shape == (9, 64, 64, 3)
 
 
-def test_command_line_reports_bad_settings(files, capsys):
-    common = ["--checkpoint", str(files["checkpoint"]), "--text-encoder", str(files["text_encoder"])]
-    assert main(["--prompt", "x", *common, "--width", "64", "--height", "96", "--frames", "12"]) == 1
-    assert "use 9 or 17" in capsys.readouterr().err
+def test_a_t5_file_alone_gets_the_default_tokenizer(files, tmp_path, capsys):
+    """ComfyUI's t5xxl_fp16.safetensors comes without a tokenizer: the default release's is fetched."""
+    alone = tmp_path / "t5xxl.safetensors"
+    shutil.copyfile(files["text_encoder"] / "model.safetensors", alone)
+    size = ["--width", "64", "--height", "64", "--frames", "9", "--steps", "1", "--device", "cpu"]
+    models = ["--checkpoint", str(files["checkpoint"]), "--text-encoder", str(alone)]
+    with pointed_at(tiny_hub().url, tmp_path / "hf"):
+        assert main(["--prompt", "a fox", *models, *size, "--output", str(tmp_path / "fox.mp4")]) == 0
+    err = capsys.readouterr().err
+    assert f"no T5 tokenizer beside the text encoder: using {DEFAULT_REPO}/tokenizer" in err
+
+
+def test_a_failed_write_keeps_the_video(files, tmp_path, monkeypatch, capsys):
+    """The output folder vanishes while generating: the frames go to a fallback file, named in the error."""
+    from ltx_core import media
+
+    out = tmp_path / "gone" / "fox.mp4"
+    out.parent.mkdir()
+    real_write = media.write_mp4
+
+    def write_mp4(path, *args, **kwargs):
+        if Path(path) == out:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(media, "write_mp4", write_mp4)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    models = ["--checkpoint", str(files["checkpoint"]), "--text-encoder", str(files["text_encoder"])]
+    size = ["--width", "64", "--height", "64", "--frames", "9", "--steps", "1", "--device", "cpu"]
+    assert main(["--prompt", "a fox", *models, *size, "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    kept = next(tmp_path.glob("ltx-video-*.mp4"))
+    assert f"could not write --output {out}" in err and "Permission denied" in err and str(kept) in err
+    assert read_video(kept)[0].shape == (9, 64, 64, 3)
+
+
+def test_help_shows_every_option_its_default_and_what_is_required(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--help"])
+    assert exit.value.code == 0
+    text = capsys.readouterr().out
+    parser_options = ["--prompt", "--checkpoint", "--vae", "--text-encoder", "--tokenizer", "--negative-prompt"]
+    parser_options += ["--image", "--image-strength", "--width", "--height", "--frames", "--fps", "--steps"]
+    parser_options += ["--guidance", "--seed", "--dtype", "--device", "--memory", "--output", "--crf", "--quiet"]
+    for option in parser_options:
+        assert f"  {option} " in text or f"  {option}\n" in text, option
+    assert "required:\n  --prompt" in text and text.count("(default:") >= len(parser_options) - 2
+    assert f"(default: {DEFAULT_REPO}/ltx-video-2b-v0.9.1.safetensors)" in " ".join(text.split())
+
+
+@pytest.fixture(scope="module")
+def fields(tmp_path_factory):
+    return {**write_fixtures(tmp_path_factory.mktemp("bad"), tiny_files()), "hub": tiny_hub().url}
+
+
+@pytest.mark.parametrize("bad", [b for b in BAD if applies(b)], ids=lambda b: " ".join(b.args)[:50])
+def test_a_bad_invocation_says_which_option_and_what_to_do(bad, fields, tmp_path):
+    status, err, seconds = run_in_process(bad, fields, tmp_path / "hf")
+    assert problems(bad, status, err, seconds) == [], err
 
 
 def test_on_device_visits_and_returns_without_copying_back(monkeypatch):

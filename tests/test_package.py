@@ -61,13 +61,15 @@ def test_requirements_txt_matches_pyproject():
     assert not any(r.startswith("torch") for r in requirements)  # ComfyUI brings its own torch
 
 
-def test_generator_runs_as_a_module_and_asks_for_weights():
+def test_generator_runs_as_a_module_and_looks_for_the_default_release(tmp_path):
+    import os
     import subprocess
 
-    command = [sys.executable, "-m", "ltx_core.generate", "--prompt", "a red fox"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 2
-    assert "missing: --checkpoint, --text-encoder" in result.stderr
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}  # an empty cache, no network
+    command = [sys.executable, "-m", "ltx_core.generate", "--prompt", "a red fox", "--output", str(tmp_path / "a.mp4")]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--checkpoint Lightricks/LTX-Video/ltx-video-2b-v0.9.1.safetensors: HF_HUB_OFFLINE is set" in result.stderr
 
 
 def test_importing_the_core_loads_no_optional_package():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
 import torch
 from torch import nn
@@ -12,17 +13,21 @@ from ...loading.keymaps import vae_state_dict
 from ...loading.materialize import materialize
 from ...types import VAE_SPATIAL_SCALE, VAE_TEMPORAL_SCALE, check_video_shape
 from ..fusion import fused
-from .blocks import DECODER_BUILDERS, ENCODER_BUILDERS, BuildContext, ResStage, TimeEmbedder
+from .blocks import DECODER_BUILDERS, ENCODER_BUILDERS, BuildContext, NoiseField, ResBlock3D, ResStage, TimeEmbedder
 from .convolution import CausalConv3d, Prologue, conv_layout, patchify, per_channel, unpatchify
+from .decoder_stream import Step
+from .pieces import decode_tiles, encode_tiles
 from .tiling import (
     Tiling,
     TilingPlan,
-    decode_tiles,
+    decoder_reach,
     default_budget,
-    encode_tiles,
+    encoder_reach,
     plan_decode,
     plan_encode,
     run_planned,
+    shrink_plan,
+    tile_overlap,
 )
 
 LOGVAR_RANGE = (-30.0, 20.0)  # clamp of the posterior's log-variance, as in diffusers' DiagonalGaussian
@@ -83,25 +88,46 @@ class Decoder(nn.Module):
             self.last_scale_shift_table = nn.Parameter(torch.empty(2, channels))  # shift, scale
 
     def forward(
-        self, z: torch.Tensor, timestep: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self, z: torch.Tensor, timestep: torch.Tensor | None = None, noise: NoiseField | None = None
     ) -> torch.Tensor:
         """z: un-normalised latents (B, 128, F, h, w); timestep: (B,) float32 in [0, 1], needed when
-        timestep-conditioned → (B, 3, 8(F−1)+1, 32h, 32w)."""
+        timestep-conditioned; `noise`: the injected noise maps (0.9.1; None: the global RNG)
+        → (B, 3, 8(F−1)+1, 32h, 32w)."""
+        x = conv_layout(z)
+        for step in self.steps(timestep, noise, z.dtype):
+            x = step.run(x)
+        return x
+
+    def steps(self, timestep: torch.Tensor | None, noise: NoiseField | None, dtype: torch.dtype) -> list[Step]:
+        """The decoder as a chain of steps that are local in time (see decoder_stream.py): conv_in, each
+        res block, each upsampler, then norm → [adaLN] → SiLU → conv_out → unpatchify; `dtype` is the
+        activations'. Running them in order is the decode."""
         t = None
         if self.timestep_conditioning:
             if timestep is None:
                 raise ValueError("this VAE decoder is timestep-conditioned: pass a timestep (0.05 is the default)")
             # float32 all the way to the sinusoid, whatever the weights' dtype
             t = timestep.to(torch.float32) * self.timestep_scale_multiplier.to(torch.float32)  # (B,)
-        x = self.conv_in(conv_layout(z))
+        noise = NoiseField() if noise is None else noise
+        steps = [Step(self.conv_in, *self.conv_in.time_padding)]
         for block in self.up_blocks:
-            x = block(x, t, generator) if isinstance(block, ResStage) else block(x)
+            if isinstance(block, ResStage):
+                emb = block.embed(t, dtype)  # (B, 4C), shared by the stage's blocks
+                steps += [Step(partial(res, time_emb=emb, noise=noise), *res.time_padding) for res in block.res_blocks]
+            elif isinstance(block, ResBlock3D):
+                steps.append(Step(partial(block, noise=noise), *block.time_padding))
+            else:
+                steps.append(Step(block, *block.conv.time_padding, stride=block.stride[0]))
         shift = scale = None
         if t is not None:
-            emb = self.last_time_embedder(t, x.dtype).unflatten(1, (2, -1))  # (B, 2, C)
+            emb = self.last_time_embedder(t, dtype).unflatten(1, (2, -1))  # (B, 2, C)
             shift, scale = (self.last_scale_shift_table + emb).unbind(1)  # (B, C) each
-        x = self.conv_out(x, Prologue(shift=shift, scale=scale), add_bias=False)  # (B, 3·p², T, H/4, W/4)
-        return add_bias_and_unpatchify(x, self.conv_out.bias, self.patch_size)
+
+        def out(x: torch.Tensor) -> torch.Tensor:
+            x = self.conv_out(x, Prologue(shift=shift, scale=scale), add_bias=False)  # (B, 3·p², T, H/4, W/4)
+            return add_bias_and_unpatchify(x, self.conv_out.bias, self.patch_size)
+
+        return [*steps, Step(out, *self.conv_out.time_padding)]
 
 
 @fused
@@ -179,13 +205,22 @@ class VideoVAE(nn.Module):
         check_video_shape(*video.shape[2:])
         video = video.to(self.encoder.conv_in.conv.weight.dtype)
 
-        def run(plan: TilingPlan | None) -> tuple[torch.Tensor, torch.Tensor]:
-            return self.encoder(video) if plan is None else encode_tiles(self.encoder, video, plan)
+        overlap = tile_overlap(encoder_reach(self.config))
 
-        budget = default_budget(video.device) if memory_budget is None else memory_budget
-        latent_shape = (video.shape[0], self.config.latent_channels, *_latent_size(video.shape))
+        def run(plan: TilingPlan | None) -> tuple[torch.Tensor, torch.Tensor]:
+            if plan is None:
+                return self.encoder(video)
+            return encode_tiles(self.encoder, video, plan.with_overlap(overlap))
+
+        latent = _latent_size(video.shape)
         mean, logvar = run_planned(
-            run, tiling, lambda b: plan_encode(self.config, video.shape, b, video.dtype), latent_shape, budget, "encode"
+            run,
+            tiling,
+            lambda budget: plan_encode(self.config, video.shape, budget, video.dtype),
+            lambda plan: shrink_plan(plan, latent, overlap),
+            default_budget(video.device) if memory_budget is None else memory_budget,
+            default_budget(video.device),
+            "encode",
         )
         if sample:
             std = torch.exp(0.5 * logvar.clamp(*LOGVAR_RANGE))
@@ -222,12 +257,23 @@ class VideoVAE(nn.Module):
             t = torch.as_tensor(timestep, dtype=torch.float32, device=z.device).reshape(-1).expand(z.shape[0])
         z = self.denormalise(z)
 
-        def run(plan: TilingPlan | None) -> torch.Tensor:
-            return self.decoder(z, t, generator) if plan is None else decode_tiles(self.decoder, z, t, plan, generator)
+        noise = NoiseField(generator)  # one set of maps, whatever the plan (and on every retry)
+        overlap = tile_overlap(decoder_reach(self.config))
 
-        budget = default_budget(z.device) if memory_budget is None else memory_budget
-        plan_for = lambda b: plan_decode(self.config, z.shape, b, z.dtype)  # noqa: E731
-        return run_planned(run, tiling, plan_for, z.shape, budget, "decode")
+        def run(plan: TilingPlan | None) -> torch.Tensor:
+            if plan is None:
+                return self.decoder(z, t, noise)
+            return decode_tiles(self.decoder, z, t, plan.with_overlap(overlap), noise)
+
+        return run_planned(
+            run,
+            tiling,
+            lambda budget: plan_decode(self.config, z.shape, budget, z.dtype),
+            lambda plan: shrink_plan(plan, z.shape[2:], overlap),
+            default_budget(z.device) if memory_budget is None else memory_budget,
+            default_budget(z.device),
+            "decode",
+        )
 
 
 def _latent_size(video_shape: tuple[int, ...]) -> tuple[int, int, int]:

@@ -61,16 +61,39 @@ def _add_noise_and_skip(
     return conv_layout(skip + h)
 
 
-def spatial_noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One standard-normal (H, W) map for the whole call, shared over batch, channels and time.
+class NoiseField:
+    """The injected noise of one decode (0.9.1): for each noisy convolution one standard-normal (H, W) map
+    over the whole frame, shared over batch, channels and time, as the reference draws it on every call.
 
-    Drawn in float32 on the generator's device (the global RNG of x's device when None), so a seed
-    gives the same map on every dtype; a CPU generator seeded s draws what the global CPU RNG draws
-    after torch.manual_seed(s), which is what the references use.
+    Maps are drawn on first use, in float32 on the generator's device (the global RNG of the activations'
+    device when None), so a seed gives the same maps on every dtype; a CPU generator seeded s draws what
+    the global CPU RNG draws after torch.manual_seed(s), which is what the references use. The decoder
+    uses its noisy convolutions in the same order however it is cut (whole, in spatial tiles, streamed
+    in time), so every cut draws the same maps; a piece at `window` gets the part of each map under it.
     """
-    device = generator.device if generator is not None else x.device
-    noise = torch.randn(x.shape[-2:], generator=generator, device=device, dtype=torch.float32)
-    return noise.to(device=x.device, dtype=x.dtype)
+
+    def __init__(self, generator: torch.Generator | None = None) -> None:
+        self.generator = generator
+        self.maps: dict[tuple[nn.Module, int], torch.Tensor] = {}  # (res block, conv index) → whole-frame map
+        self.window: tuple[slice, slice, tuple[int, int]] | None = None  # latent rows, columns, frame (h, w)
+
+    def piece(self, rows: slice, cols: slice, frame: tuple[int, int]) -> NoiseField:
+        """The same maps, seen by the piece at latent `rows` × `cols` of a latent frame of size `frame`."""
+        view = NoiseField(self.generator)
+        view.maps, view.window = self.maps, (rows, cols, frame)
+        return view
+
+    def draw(self, key: tuple[nn.Module, int], like: torch.Tensor) -> torch.Tensor:
+        """The (H, W) map of `key` under this piece, for activations `like` (B, C, T, H, W), in like's dtype."""
+        height, width = like.shape[-2:]
+        rows, cols, frame = self.window or (slice(0, height), slice(0, width), (height, width))
+        sh, sw = height // (rows.stop - rows.start), width // (cols.stop - cols.start)  # stage pixels per latent
+        if key not in self.maps:
+            device = self.generator.device if self.generator is not None else like.device
+            size = (sh * frame[0], sw * frame[1])
+            noise = torch.randn(size, generator=self.generator, device=device, dtype=torch.float32)
+            self.maps[key] = noise.to(device=like.device, dtype=like.dtype)
+        return self.maps[key][sh * rows.start : sh * rows.stop, sw * cols.start : sw * cols.stop]
 
 
 class ChannelLayerNorm(nn.Module):
@@ -115,10 +138,18 @@ class ResBlock3D(nn.Module):
         if timestep_conditioning:
             self.scale_shift_table = nn.Parameter(torch.empty(4, in_channels))  # shift1, scale1, shift2, scale2
 
+    @property
+    def time_padding(self) -> tuple[int, int]:
+        """How far the block reaches back and ahead in time: output frame t reads input frames
+        t − front … t + back (the sum over its two convolutions)."""
+        (front1, back1), (front2, back2) = self.conv1.time_padding, self.conv2.time_padding
+        return front1 + front2, back1 + back2
+
     def forward(
-        self, x: torch.Tensor, time_emb: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self, x: torch.Tensor, time_emb: torch.Tensor | None = None, noise: NoiseField | None = None
     ) -> torch.Tensor:
-        """x: (B, C_in, T, H, W); time_emb: (B, 4·C_in) when timestep-conditioned → (B, C_out, T, H, W)."""
+        """x: (B, C_in, T, H, W); time_emb: (B, 4·C_in) when timestep-conditioned; `noise` supplies the maps
+        of a noisy block (a fresh NoiseField on the global RNG when None) → (B, C_out, T, H, W)."""
         shift1 = scale1 = shift2 = scale2 = None
         if self.timestep_conditioning:
             if time_emb is None:
@@ -127,21 +158,22 @@ class ResBlock3D(nn.Module):
             shift1, scale1, shift2, scale2 = ada.unbind(1)  # (B, C) each
         # each convolution's bias is added by the next step, in the same pass as the rest of its work
         h = self.conv1(x, Prologue(shift=shift1, scale=scale1), add_bias=False)
-        noise, noise_scale = self._noise(h, 1, generator)
-        prologue = Prologue(bias=self.conv1.bias, noise=noise, noise_scale=noise_scale, shift=shift2, scale=scale2)
+        noise = NoiseField() if noise is None else noise
+        noise_map, noise_scale = self._noise(h, 1, noise)
+        prologue = Prologue(bias=self.conv1.bias, noise=noise_map, noise_scale=noise_scale, shift=shift2, scale=scale2)
         h = self.conv2(h, prologue, add_bias=False)
-        noise, noise_scale = self._noise(h, 2, generator)
+        noise_map, noise_scale = self._noise(h, 2, noise)
         skip = conv_layout(self.conv_shortcut(self.norm3(x)))  # one memory order for the fused add
-        return add_noise_and_skip(h, self.conv2.bias, noise, noise_scale, skip)
+        return add_noise_and_skip(h, self.conv2.bias, noise_map, noise_scale, skip)
 
     def _noise(
-        self, like: torch.Tensor, index: int, generator: torch.Generator | None
+        self, like: torch.Tensor, index: int, noise: NoiseField
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The noise to inject after conv `index`: a spatial map (H, W) and its per-channel scale (C,),
         or (None, None) in blocks without noise."""
         if not self.inject_noise:
             return None, None
-        return spatial_noise(like, generator), getattr(self, f"per_channel_scale{index}").flatten()
+        return noise.draw((self, index), like), getattr(self, f"per_channel_scale{index}").flatten()
 
 
 class TimeEmbedder(nn.Module):
@@ -176,18 +208,21 @@ class ResStage(nn.Module):
             for _ in range(num_layers)
         )
 
-    def forward(
-        self, x: torch.Tensor, t: torch.Tensor | None = None, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, noise: NoiseField | None = None) -> torch.Tensor:
         """x: (B, C, T, H, W); t: (B,) float32 scaled timesteps, needed when conditioned."""
-        emb = None
-        if self.time_embedder is not None:
-            if t is None:
-                raise ValueError("this decoder stage is timestep-conditioned: pass the decode timestep")
-            emb = self.time_embedder(t, x.dtype)  # (B, 4C)
+        emb = self.embed(t, x.dtype)
         for block in self.res_blocks:
-            x = block(x, emb, generator)
+            x = block(x, emb, noise)
         return x
+
+    def embed(self, t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        """The time embedding (B, 4C) in `dtype` that every block of the stage adds to its table; None
+        when not conditioned."""
+        if self.time_embedder is None:
+            return None
+        if t is None:
+            raise ValueError("this decoder stage is timestep-conditioned: pass the decode timestep")
+        return self.time_embedder(t, dtype)
 
 
 # --- block-kind tables ------------------------------------------------------------------------------

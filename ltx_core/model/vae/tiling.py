@@ -1,48 +1,40 @@
-"""Bounded-memory encode and decode: the video is cut into temporal chunks and spatial tiles that go
-through the VAE one at a time, so peak memory follows the piece instead of the whole video.
+"""Bounded-memory encode and decode: which plan to cut a video by (temporal chunks, spatial tiles), from
+a memory budget; pieces.py cuts and joins.
 
 What is exact and what is not:
 
-- Encoder temporal chunks are exact (to float rounding). Every encoder op is per frame or causal in
-  time, so a chunk starting at pixel frame 1 + 8·m computes the latents of the whole video when each
-  causal conv (and each time-folding downsample) is handed the last input frames of the previous
-  chunk instead of its replicated first frame (`CausalStream`). Boundaries at 1 + 8·m keep every
-  temporal stride of the encoder aligned: latent frame 0 stays pixel frame 0 alone.
-- Spatial tiles (encode and decode) and decoder temporal chunks are approximate: a conv at a tile edge
-  sees padding instead of the neighbours, and the decoder is non-causal in time. Neighbouring pieces
-  overlap and are cross-faded over the middle of the overlap (`_blend`), away from the edges where
-  the error lives. tests/test_vae_tiling.py states and checks the error.
+- Temporal chunks are exact (to float rounding), for both halves. The encoder is causal: a chunk
+  starting at pixel frame 1 + 8·m is handed the last input frames of the previous chunk at every causal
+  conv and time fold (causal_stream.py). The decoder is not causal but local in time: each of its steps
+  reads two frames behind and two ahead, so it runs as a stream whose steps keep the last frames of
+  their previous piece and hold back the last two until the next piece arrives (decoder_stream.py).
+- Spatial tiles are approximate: a conv at a tile edge sees padding instead of the neighbours, and the
+  error reaches as far into the tile as the network's receptive field (`decoder_reach`, `encoder_reach`:
+  one pixel of its stage per 3×3 conv). Tiles overlap by `OVERLAP_PER_REACH` × that reach, and are
+  cross-faded over the middle of the overlap (pieces.py), where the edge error has decayed.
 
-Seeded noise under tiled decode: the `decode_noise_scale` mix is drawn once for the whole latent,
-before tiling (the same draws as the untiled decode). The 0.9.1 decoder's injected noise is one
-(H, W) map per res-block conv, shared over time; every piece decodes with the generator restored to
-the same state, so each piece draws the same sequence of maps, sized to the piece. Temporal chunks
-thus get exactly the untiled maps; spatial tiles get maps of their own, blended in the overlaps. The
-result is a deterministic function of the seed and the plan (with `generator=None` the global RNG is
-used and, as untiled, nothing is reproducible).
+The planners prefer no cut, then temporal chunks (exact), then spatial tiles no smaller than twice the
+overlap; a budget not met by those raises `VAEMemoryError`, saying how much memory the smallest such plan
+needs. tests/test_vae_tiling.py states and checks the error of every plan shape the planner can choose.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import torch
 
 from ...config import VAEConfig
 from ...types import VAE_SPATIAL_SCALE, VAE_TEMPORAL_SCALE
-from .causal_stream import CausalStream
-
-if TYPE_CHECKING:
-    from .autoencoder import Decoder, Encoder
 
 log = logging.getLogger(__name__)
 
-CPU_BUDGET = 16 * 2**30  # bytes; the default budget off CUDA, where free memory is not a useful number
+GiB = 2**30
+CPU_BUDGET = 16 * GiB  # bytes; the default budget off CUDA, where free memory is not a useful number
 CUDA_BUDGET_FRACTION = 0.8  # of the free memory: headroom for the allocator's fragmentation and cuDNN workspaces
 # Copies of the widest activation alive at the peak of a call. Counted: a res block holds its input
 # (kept for the skip), the normalised/modulated copy, the SiLU output, its time-padded copy and the conv
@@ -52,39 +44,95 @@ CUDA_BUDGET_FRACTION = 0.8  # of the free memory: headroom for the allocator's f
 # encoder, 146 = 9.1 copies for the 0.9.5 decoder. 10 leaves headroom.
 LIVE_TENSORS = 10
 CALL_OVERHEAD = 2**28  # bytes per call whatever its size (cuDNN workspaces, the narrow stages): 0.1–0.2 GiB measured
+# Pixel frames a chunk holds beyond its 8 per latent frame. Decode: the 4 frames of context a last-stage
+# res block recomputes in front of its piece, the frames every last-stage step keeps for the next piece
+# (4 per res block, one copy each against LIVE_TENSORS copies of a working frame) and the next piece
+# waiting in its queue. Encode: the 3 frames of context in front of each causal conv's chunk. Measured
+# on an H200 in bf16 at 768×512×121 (0.9.1, 0.9.5): decode 0.91–1.69 GiB against 1.45–2.86 estimated
+# for chunks of 1–4 latent frames; encode 1.79–2.35 GiB in chunks of 4 latent frames.
+STREAM_EXTRA_FRAMES = 8
+# Tile overlap in units of the receptive field. On the random tiny models of the tests a cut tile's error
+# is zero beyond the reach and about halves per latent pixel before it; the cross-fade sits half an
+# overlap from the tile edges. Over 40 seeded tiny models the worst max error of the smallest decode
+# tiles was 4.5 % at 1 reach, 3.0 % at 1.25 and 1.2 % at 1.5 (of the largest |output|); 1.25 keeps the
+# bounds stated in tests/test_vae_tiling.py with a margin.
+OVERLAP_PER_REACH = 1.25
+
+
+class VAEMemoryError(torch.OutOfMemoryError):
+    """No plan within the stated error bound fits the memory budget."""
 
 
 @dataclass(frozen=True)
 class TilingPlan:
-    """How to cut a video, in latent units: `tile` × `tile` spatial tiles overlapping by `overlap`,
-    and `frames` latent frames per temporal chunk, consecutive decode chunks sharing `frame_overlap`.
-
-    Encode chunks cover 8·`frames` pixel frames (the first one 1 + 8·`frames`) and need no overlap:
-    they are exact. Decode chunks need `frame_overlap` ≥ 1 (one shared latent frame = one shared pixel
-    frame; each more adds 8).
-    """
+    """How to cut a video, in latent units: square spatial tiles of `tile` × `tile` (clipped to the frame)
+    overlapping by `overlap` (None: the layout's receptive-field overlap, `tile_overlap`), and temporal
+    chunks of `frames` latent frames (8·`frames` pixel frames; the first encode chunk 1 + 8·`frames`).
+    Temporal chunks are exact; tiles are not (see the module docstring)."""
 
     tile: int = 16
-    overlap: int = 4
+    overlap: int | None = None
     frames: int = 8
-    frame_overlap: int = 2
 
     def __post_init__(self) -> None:
-        if not (0 <= self.overlap < self.tile and 0 <= self.frame_overlap < self.frames):
+        if self.tile < 1 or self.frames < 1 or not (self.overlap is None or 0 <= self.overlap < self.tile):
             raise ValueError(
-                f"TilingPlan needs 0 ≤ overlap < tile and 0 ≤ frame_overlap < frames, got {self}. "
-                "Make the tiles larger or the overlaps smaller."
+                f"TilingPlan needs tile ≥ 1, frames ≥ 1 and 0 ≤ overlap < tile, got {self}. "
+                "Make the tiles larger or the overlap smaller."
             )
+
+    def with_overlap(self, overlap: int) -> TilingPlan:
+        """This plan, with `overlap` when it names none."""
+        return self if self.overlap is not None else replace(self, overlap=min(overlap, self.tile - 1))
 
 
 Tiling = Literal["auto", "off"] | TilingPlan
-MIN_PLAN = TilingPlan(tile=4, overlap=1, frames=2, frame_overlap=1)  # the smallest plan `shrink_plan` goes to
 
 
-# --- memory estimates and plans -------------------------------------------------------------------
+# --- receptive field --------------------------------------------------------------------------------
 
 
 _STRIDES = {"compress_all": (2, 2, 2), "compress_space": (1, 2, 2), "compress_time": (2, 1, 1)}  # frames, h, w
+
+
+def _stride(kind: str) -> tuple[int, int, int]:
+    return _STRIDES[kind.removesuffix("_res").removesuffix("_x_y")]
+
+
+def decoder_reach(config: VAEConfig) -> float:
+    """How far, in latent pixels, the decoder's output reads around its latent position: every 3×3
+    convolution reaches one pixel of its stage, 1/s latent pixel at a stage s times finer than the
+    latent (conv_in, the res blocks and each upsampler's convolution; conv_out at the last stage).
+    Released layouts: 0.9.0 23.9, 0.9.1 30.1, 0.9.5+ 21.6; the tiny test layouts 12.1 and 8.6."""
+    reach, scale = 1.0, 1  # conv_in
+    for block in reversed(config.decoder_blocks):
+        if block.kind.startswith("compress"):
+            reach += 1 / scale
+            scale *= _stride(block.kind)[1]
+        else:
+            reach += 2 * (block.num_layers if block.kind == "res_x" else 1) / scale
+    return reach + 1 / scale  # conv_out
+
+
+def encoder_reach(config: VAEConfig) -> float:
+    """The same for the encoder: how far, in latent pixels, a latent reads around its own footprint."""
+    scale = VAE_SPATIAL_SCALE // config.patch_size  # stage pixels per latent pixel at conv_in
+    reach = 1 / scale
+    for block in config.encoder_blocks:
+        if block.kind.startswith("compress"):
+            reach += 1 / scale
+            scale //= _stride(block.kind)[1]
+        else:
+            reach += 2 * (block.num_layers if block.kind == "res_x" else 1) / scale
+    return reach + 1 / scale  # conv_out
+
+
+def tile_overlap(reach: float) -> int:
+    """The overlap, in latent pixels, of the tiles the planners choose; tiles are at least twice that."""
+    return math.ceil(OVERLAP_PER_REACH * reach)
+
+
+# --- memory estimates -------------------------------------------------------------------------------
 
 
 def _widest(stages: Iterator[tuple[int, int]]) -> float:
@@ -133,7 +181,7 @@ def encoder_bytes_per_pixel(config: VAEConfig, dtype: torch.dtype) -> float:
         yield c, volume
         for block in config.encoder_blocks:
             if block.kind.startswith("compress"):
-                volume *= math.prod(_STRIDES[block.kind.removesuffix("_res").removesuffix("_x_y")])
+                volume *= math.prod(_stride(block.kind))
                 c *= block.multiplier if block.kind.endswith(("_res", "_x_y")) else 1
             elif block.kind == "res_x_y":
                 c *= block.multiplier
@@ -153,74 +201,106 @@ def default_budget(device: torch.device | str) -> int:
     return int(CUDA_BUDGET_FRACTION * (free + cached))
 
 
-def _decoded_pixels(frames: int, height: int, width: int) -> int:
-    return (VAE_TEMPORAL_SCALE * (frames - 1) + 1) * height * width * VAE_SPATIAL_SCALE**2
+def decode_bytes(config: VAEConfig, latent_shape: tuple[int, ...], plan: TilingPlan | None, dtype: torch.dtype) -> int:
+    """Estimated peak bytes of a decode of latents (B, C, F, h, w) with `plan` (None: whole): the
+    largest piece's activations, `CALL_OVERHEAD`, and when cut the output (with spatial tiles also its
+    float32 blend buffer)."""
+    batch, _, frames, height, width = latent_shape
+    pixel_frames = VAE_TEMPORAL_SCALE * (frames - 1) + 1
+    out = pixel_frames * height * width * VAE_SPATIAL_SCALE**2 * batch * config.out_channels
+    if plan is None:
+        return int(out * decoder_bytes_per_pixel(config, dtype) / config.out_channels) + CALL_OVERHEAD
+    tiled = plan.tile < max(height, width)
+    piece_frames = pixel_frames if plan.frames >= frames else VAE_TEMPORAL_SCALE * plan.frames + STREAM_EXTRA_FRAMES
+    piece = piece_frames * VAE_SPATIAL_SCALE**2 * min(plan.tile, height) * min(plan.tile, width) * batch
+    out_bytes = torch.finfo(dtype).bits // 8 + (4 if tiled else 0)  # the result, and the float32 blend buffer
+    return int(piece * decoder_bytes_per_pixel(config, dtype)) + CALL_OVERHEAD + out * out_bytes
+
+
+def encode_bytes(config: VAEConfig, video_shape: tuple[int, ...], plan: TilingPlan | None, dtype: torch.dtype) -> int:
+    """Estimated peak bytes of an encode of a video (B, 3, T, H, W) with `plan` (None: whole): the
+    largest piece's activations and `CALL_OVERHEAD` (the latents are 1/48 of the video: left out)."""
+    batch, _, frames, height, width = video_shape
+    if plan is None:
+        return int(batch * frames * height * width * encoder_bytes_per_pixel(config, dtype)) + CALL_OVERHEAD
+    side = VAE_SPATIAL_SCALE * plan.tile
+    chunk = 1 + VAE_TEMPORAL_SCALE * plan.frames
+    piece = (frames if chunk >= frames else chunk + STREAM_EXTRA_FRAMES) * min(side, height) * min(side, width) * batch
+    return int(piece * encoder_bytes_per_pixel(config, dtype)) + CALL_OVERHEAD
+
+
+# --- plans ------------------------------------------------------------------------------------------
+
+
+def candidate_plans(frames: int, height: int, width: int, overlap: int) -> Iterator[TilingPlan]:
+    """Every plan the planners can choose for latent (F, h, w), in their order of preference: whole frames
+    in shorter and shorter chunks (exact), then smaller and smaller tiles, each in the longest chunks
+    first, down to tiles of twice the overlap in 1-frame chunks, the smallest plan within the bound."""
+    side = max(height, width)
+    for chunk in range(frames - 1, 0, -1):
+        yield TilingPlan(tile=side, overlap=min(overlap, side - 1), frames=chunk)
+    for tile in range(side - 1, 2 * overlap - 1, -1):
+        for chunk in range(frames, 0, -1):
+            yield TilingPlan(tile=tile, overlap=overlap, frames=chunk)
+
+
+def _first_fit(
+    what: str,
+    shape: tuple[int, ...],
+    latent: tuple[int, int, int],
+    overlap: int,
+    cost: Callable[[TilingPlan | None], int],
+    budget_bytes: int,
+) -> TilingPlan | None:
+    plans = [None, *candidate_plans(*latent, overlap)]
+    costs = [cost(plan) for plan in plans]
+    for plan, bytes_needed in zip(plans, costs, strict=True):
+        if bytes_needed <= budget_bytes:
+            return plan
+    side = max(latent[1:])
+    smallest = f"tiles of {2 * overlap}×{2 * overlap} latent pixels" if 2 * overlap < side else "whole frames"
+    raise VAEMemoryError(
+        f"VAE {what} of shape {tuple(shape)} needs {min(costs) / GiB:.1f} GiB even in the smallest pieces "
+        f"within the error bound (chunks of 1 latent frame, {smallest}), but the budget is "
+        f"{budget_bytes / GiB:.1f} GiB. Lower the resolution or the length, set memory = low_vram on the "
+        "loaders (other models stay in CPU memory), or use a GPU with more memory."
+    )
 
 
 def plan_decode(
     config: VAEConfig, latent_shape: tuple[int, ...], budget_bytes: int, dtype: torch.dtype
 ) -> TilingPlan | None:
-    """The cheapest plan whose pieces fit `budget_bytes`, or None if the whole decode does.
-
-    latent_shape (B, C, F, h, w). `CALL_OVERHEAD` and, when tiling, the whole output (its float32 blend
-    buffer and the result) are paid first.
-    Temporal chunks are preferred (whole frames, no spatial seams), down to 4 latent frames; then
-    square spatial tiles in 8-frame chunks, as large as fit.
-    """
-    batch, _, frames, height, width = latent_shape
-    per_pixel = decoder_bytes_per_pixel(config, dtype) * batch
-    budget_bytes -= CALL_OVERHEAD
-    if _decoded_pixels(frames, height, width) * per_pixel <= budget_bytes:
-        return None
-    out_bytes = 4 + torch.finfo(dtype).bits // 8  # the float32 blend buffer and the result in `dtype`
-    budget_bytes -= _decoded_pixels(frames, height, width) * batch * config.out_channels * out_bytes
-    chunk = frames
-    while chunk > 4:
-        chunk = max(4, chunk // 2)
-        if _decoded_pixels(chunk, height, width) * per_pixel <= budget_bytes:
-            return TilingPlan(tile=max(height, width), overlap=1, frames=chunk, frame_overlap=max(2, chunk // 4))
-    chunk = min(frames, 8) if frames > 2 else 2
-    for tile in range(max(height, width), MIN_PLAN.tile, -1):
-        if _decoded_pixels(chunk, min(tile, height), min(tile, width)) * per_pixel <= budget_bytes:
-            return TilingPlan(tile=tile, overlap=max(2, tile // 4), frames=chunk, frame_overlap=min(2, chunk - 1))
-    return MIN_PLAN
+    """The cheapest plan whose decode of latents (B, C, F, h, w) fits `budget_bytes` (`decode_bytes`):
+    None if the whole decode does, else the longest chunks of whole frames (exact), else the largest
+    tiles (at least twice `tile_overlap`) with the longest chunks. Raises VAEMemoryError if none fits."""
+    overlap = tile_overlap(decoder_reach(config))
+    cost = lambda plan: decode_bytes(config, latent_shape, plan, dtype)  # noqa: E731
+    return _first_fit("decode", latent_shape, latent_shape[2:], overlap, cost, budget_bytes)
 
 
 def plan_encode(
     config: VAEConfig, video_shape: tuple[int, ...], budget_bytes: int, dtype: torch.dtype
 ) -> TilingPlan | None:
-    """The cheapest encode plan that fits `budget_bytes`, or None if the whole encode does.
-
-    video_shape (B, 3, T, H, W). Temporal chunks are exact, so they come first, down to one latent
-    frame (8 pixel frames) per chunk; then square spatial tiles with a quarter overlap.
-    """
-    batch, _, frames, height, width = video_shape
-    per_pixel = encoder_bytes_per_pixel(config, dtype) * batch
-    budget_bytes -= CALL_OVERHEAD
-    if frames * height * width * per_pixel <= budget_bytes:
-        return None
-    h, w = height // VAE_SPATIAL_SCALE, width // VAE_SPATIAL_SCALE
-    for chunk in (16, 8, 4, 2, 1):
-        if (1 + VAE_TEMPORAL_SCALE * chunk) * height * width * per_pixel <= budget_bytes:
-            return TilingPlan(tile=max(h, w), overlap=1, frames=chunk, frame_overlap=0)
-    for tile in range(max(h, w), MIN_PLAN.tile, -1):
-        pixels = (1 + VAE_TEMPORAL_SCALE) * (VAE_SPATIAL_SCALE * min(tile, h)) * (VAE_SPATIAL_SCALE * min(tile, w))
-        if pixels * per_pixel <= budget_bytes:
-            return TilingPlan(tile=tile, overlap=max(1, tile // 4), frames=1, frame_overlap=0)
-    return replace(MIN_PLAN, frames=1, frame_overlap=0)
+    """The same for the encode of a video (B, 3, T, H, W) (`encode_bytes`, `encoder_reach`)."""
+    _, _, frames, height, width = video_shape
+    latent = (1 + (frames - 1) // VAE_TEMPORAL_SCALE, height // VAE_SPATIAL_SCALE, width // VAE_SPATIAL_SCALE)
+    overlap = tile_overlap(encoder_reach(config))
+    cost = lambda plan: encode_bytes(config, video_shape, plan, dtype)  # noqa: E731
+    return _first_fit("encode", video_shape, latent, overlap, cost, budget_bytes)
 
 
-def shrink_plan(plan: TilingPlan | None, latent_shape: tuple[int, ...]) -> TilingPlan | None:
-    """The next plan to try after an out-of-memory error: halve the tile side and the chunk length
-    (untiled → half the largest side, half the frames); None once `MIN_PLAN` has been tried."""
-    _, _, frames, height, width = latent_shape
+def shrink_plan(plan: TilingPlan | None, latent: tuple[int, int, int], overlap: int) -> TilingPlan | None:
+    """The next plan to try after an out-of-memory error, for latent (F, h, w): half the chunk length
+    (untiled → half the frames), then half the tile side, never below twice `overlap`; None once the
+    smallest plan has been tried."""
+    frames, height, width = latent
+    side = max(height, width)
     if plan is None:
-        plan = TilingPlan(tile=max(height, width, MIN_PLAN.tile + 1), overlap=1, frames=max(frames, 3))
-    if plan.tile <= MIN_PLAN.tile and plan.frames <= MIN_PLAN.frames:
-        return None
-    tile = max(MIN_PLAN.tile, math.ceil(plan.tile / 2))
-    chunk = max(MIN_PLAN.frames, math.ceil(plan.frames / 2))
-    return TilingPlan(tile=tile, overlap=max(1, tile // 4), frames=chunk, frame_overlap=min(2, chunk - 1))
+        plan = TilingPlan(tile=side, overlap=min(overlap, side - 1), frames=frames)
+    if plan.frames > 1:
+        return replace(plan, frames=min(plan.frames, frames) // 2)
+    tile = max(min(plan.tile, side) // 2, 2 * overlap)
+    return TilingPlan(tile=tile, overlap=overlap, frames=1) if tile < min(plan.tile, side) else None
 
 
 T = TypeVar("T")
@@ -230,171 +310,44 @@ def run_planned(
     run: Callable[[TilingPlan | None], T],
     tiling: Tiling,
     plan_for_budget: Callable[[int], TilingPlan | None],
-    latent_shape: tuple[int, ...],
+    shrink: Callable[[TilingPlan | None], TilingPlan | None],
     budget_bytes: int,
+    device_budget: int,
     what: str,
 ) -> T:
-    """`run(plan)` with the plan `tiling` names: "off" → None (untiled), a TilingPlan as given, "auto"
-    → `plan_for_budget(budget_bytes)`, and on torch.OutOfMemoryError again with `shrink_plan` until
-    `MIN_PLAN` fails too, which raises torch.OutOfMemoryError saying what was tried."""
+    """`run(plan)` with the plan `tiling` names: "off" → None (whole), a TilingPlan as given, "auto" →
+    `plan_for_budget(budget_bytes)` (or, when no plan within the bound meets that budget but the device
+    has more free memory, `plan_for_budget(device_budget)`), and on torch.OutOfMemoryError again with
+    `shrink(plan)` until the smallest plan fails too, which raises torch.OutOfMemoryError saying what
+    was tried."""
     if tiling == "off":
         return run(None)
     if isinstance(tiling, TilingPlan):
         return run(tiling)
     if tiling != "auto":
         raise ValueError(f"tiling must be 'auto', 'off' or a TilingPlan, got {tiling!r}")
-    plan, tried = plan_for_budget(budget_bytes), []
+    try:
+        plan = plan_for_budget(budget_bytes)
+    except VAEMemoryError as error:
+        if device_budget <= budget_bytes:
+            raise
+        plan = plan_for_budget(device_budget)
+        first = str(error).split(". ")[0]
+        log.warning("%s; using the %.1f GiB of free device memory instead", first, device_budget / GiB)
+    tried = []
     while True:
         try:
             return run(plan)
         except torch.OutOfMemoryError as error:
             last = str(error).splitlines()[0] if str(error) else "out of memory"
-        tried.append("untiled" if plan is None else str(plan))  # outside `except`: the failed tensors are freed
+        tried.append("whole" if plan is None else str(plan))  # outside `except`: the failed tensors are freed
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        plan = shrink_plan(plan, latent_shape)
+        plan = shrink(plan)
         if plan is None:
             raise torch.OutOfMemoryError(
-                f"VAE {what} ran out of memory with every plan tried ({'; '.join(tried)}); last error: {last}. "
-                "Free memory (offload the other models), lower the resolution or frame count, or pass a "
-                "smaller TilingPlan."
+                f"VAE {what} ran out of memory with every plan within the error bound ({'; '.join(tried)}); "
+                f"last error: {last}. Free memory (memory = low_vram on the loaders keeps the other models in CPU "
+                "memory), lower the resolution or the length, or use a GPU with more memory."
             )
         log.warning("VAE %s ran out of memory (%s); retrying with %s", what, tried[-1], plan)
-
-
-# --- piece geometry and blending ------------------------------------------------------------------
-
-
-def _starts(size: int, tile: int, overlap: int) -> list[int]:
-    """Evenly spread starts of `tile`-long pieces covering `size`, overlapping by at least `overlap`."""
-    if size <= tile:
-        return [0]
-    count = math.ceil((size - overlap) / (tile - overlap))
-    stride = (size - tile) / (count - 1)
-    return [round(i * stride) for i in range(count)]
-
-
-@dataclass(frozen=True)
-class _Piece:
-    """One piece along one axis: its latent range and its output range and blend weights."""
-
-    latent: slice
-    out: slice
-    weight: torch.Tensor  # (length of `out`,)
-
-
-def _blend(length: int, fade_in: int, fade_out: int) -> torch.Tensor:
-    """Weights over a piece of `length` samples: 1 in the middle, 0 over the outer quarter of each
-    overlap (the piece's edge, where it is most wrong), and a linear cross-fade over the middle half.
-    Neighbours' weights add up to 1 across an overlap, so the blend is a partition of unity."""
-    w = torch.ones(length)
-    for fade, flip in ((fade_in, False), (fade_out, True)):
-        if fade:
-            edge = fade // 4
-            ramp = torch.cat([torch.zeros(edge), torch.arange(1, fade - 2 * edge + 1) / (fade - 2 * edge + 1)])
-            ramp = torch.cat([ramp, torch.ones(fade - ramp.numel())])
-            if flip:
-                w[length - fade :] *= ramp.flip(0)
-            else:
-                w[:fade] *= ramp
-    return w
-
-
-def _pieces(size: int, tile: int, overlap: int, scale: int, extra: int, out_size: int) -> list[_Piece]:
-    """Pieces along one axis of `size` latent samples; latent [a, b) covers output [scale·a, scale·b + extra)."""
-    starts = _starts(size, tile, overlap)
-    spans = [(a, min(a + tile, size)) for a in starts]
-    out = [(scale * a, min(scale * b + extra, out_size)) for a, b in spans]
-    pieces = []
-    for i, ((a, b), (lo, hi)) in enumerate(zip(spans, out, strict=True)):
-        fade_in = out[i - 1][1] - lo if i else 0
-        fade_out = hi - out[i + 1][0] if i + 1 < len(out) else 0
-        pieces.append(_Piece(slice(a, b), slice(lo, hi), _blend(hi - lo, max(fade_in, 0), max(fade_out, 0))))
-    return pieces
-
-
-def _blended(
-    pieces: tuple[list[_Piece], list[_Piece], list[_Piece]],
-    run: Callable[[tuple[slice, slice, slice]], torch.Tensor],
-    out_shape: tuple[int, int],
-) -> torch.Tensor:
-    """Σ weight·run(piece) / Σ weight over the grid of (time, height, width) pieces, in float32.
-    The weights are separable, so their sum is the product of three per-axis sums (no full-size buffer)."""
-    out = None
-    for pt in pieces[0]:
-        for ph in pieces[1]:
-            for pw in pieces[2]:
-                x = run((pt.latent, ph.latent, pw.latent))  # (B, C, t, h, w)
-                if out is None:
-                    sizes = tuple(p[-1].out.stop for p in pieces)
-                    out = torch.zeros((*out_shape, *sizes), dtype=torch.float32, device=x.device)
-                w = pt.weight[:, None, None] * ph.weight[None, :, None] * pw.weight[None, None, :]
-                out[:, :, pt.out, ph.out, pw.out] += x.float() * w.to(x.device)
-    assert out is not None
-    totals = [torch.zeros(p[-1].out.stop) for p in pieces]
-    for total, axis in zip(totals, pieces, strict=True):
-        for p in axis:
-            total[p.out] += p.weight
-    return out.div_((totals[0][:, None, None] * totals[1][None, :, None] * totals[2][None, None, :]).to(out.device))
-
-
-# --- decode ---------------------------------------------------------------------------------------
-
-
-def decode_tiles(
-    decoder: Decoder,
-    z: torch.Tensor,
-    timestep: torch.Tensor | None,
-    plan: TilingPlan,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """`decoder(z, timestep, generator)` piece by piece: un-normalised latents (B, C, F, h, w) →
-    (B, 3, 8(F−1)+1, 32h, 32w) in z's dtype. Each piece starts from the same generator state."""
-    b, _, frames, height, width = z.shape
-    if plan.frames < frames and plan.frame_overlap < 1:
-        raise ValueError(f"decode chunks must share at least one latent frame (frame_overlap ≥ 1), got {plan}")
-    state = generator.get_state() if generator is not None else None
-    pieces = (
-        # latent chunk [a, b) decodes to pixel frames [8a, 8(b−1)]: its first latent frame becomes one frame
-        _pieces(
-            frames,
-            plan.frames,
-            plan.frame_overlap,
-            VAE_TEMPORAL_SCALE,
-            1 - VAE_TEMPORAL_SCALE,
-            VAE_TEMPORAL_SCALE * (frames - 1) + 1,
-        ),
-        _pieces(height, plan.tile, plan.overlap, VAE_SPATIAL_SCALE, 0, VAE_SPATIAL_SCALE * height),
-        _pieces(width, plan.tile, plan.overlap, VAE_SPATIAL_SCALE, 0, VAE_SPATIAL_SCALE * width),
-    )
-
-    def run(region: tuple[slice, slice, slice]) -> torch.Tensor:
-        if state is not None:
-            generator.set_state(state)
-        return decoder(z[:, :, region[0], region[1], region[2]], timestep, generator)
-
-    return _blended(pieces, run, (b, decoder.conv_out.conv.out_channels // decoder.patch_size**2)).to(z.dtype)
-
-
-# --- encode ---------------------------------------------------------------------------------------
-
-
-def encode_tiles(encoder: Encoder, video: torch.Tensor, plan: TilingPlan) -> tuple[torch.Tensor, torch.Tensor]:
-    """`encoder(video)` piece by piece: video (B, 3, 1+8k, H, W) → mean (B, 128, 1+k, H/32, W/32) and
-    log-variance (B, 1, 1+k, H/32, W/32). Temporal chunks of `plan.frames` latent frames are exact;
-    spatial tiles are blended in latent space."""
-    b, _, frames, height, width = video.shape
-    h, w = height // VAE_SPATIAL_SCALE, width // VAE_SPATIAL_SCALE
-    step = VAE_TEMPORAL_SCALE * plan.frames
-    bounds = [0, *range(1 + step, frames, step), frames]  # pixel frames: 1 + 8·frames, then 8·frames each
-    whole_time = [_Piece(slice(None), slice(0, 1 + (frames - 1) // VAE_TEMPORAL_SCALE), torch.ones(1))]
-
-    def run(region: tuple[slice, slice, slice]) -> torch.Tensor:
-        rows, cols = (slice(VAE_SPATIAL_SCALE * s.start, VAE_SPATIAL_SCALE * s.stop) for s in region[1:])
-        with CausalStream(encoder):
-            parts = [torch.cat(encoder(video[:, :, a:b, rows, cols]), dim=1) for a, b in itertools.pairwise(bounds)]
-        return torch.cat(parts, dim=2)  # (B, 129, 1+k, tile, tile)
-
-    pieces = (whole_time, _pieces(h, plan.tile, plan.overlap, 1, 0, h), _pieces(w, plan.tile, plan.overlap, 1, 0, w))
-    latents = _blended(pieces, run, (b, encoder.conv_out.conv.out_channels)).to(video.dtype)
-    return latents[:, :-1], latents[:, -1:]

@@ -6,28 +6,42 @@ before use, so core's memory manager sees our weights, evicts other models to ma
 evicts ours when it needs room, and `/free` releases them. Checked against ComfyUI 0.3.64: a plain
 nn.Module works there. The patcher writes `model.device` and bookkeeping attributes onto the module
 (T5TextEncoder's read-only `device` property would refuse them), so the module goes inside a small
-holder. Loads are full (`force_full_load`): our modules have no per-layer cast hooks, so a partial
-load would leave layers on the wrong device; a partial *unload* by core between prompts is undone by
-the next full load. In the low_vram memory mode a module with blocks to stream (the transformer, T5) is
-not loaded at all: it stays in pinned CPU memory, core only frees room for the visiting blocks and the
-activations, and the node streams the blocks (ltx_core.memory.placed).
+holder.
+
+Sizes: core measures a model by its state dict (`module_size`), which misses non-persistent buffers:
+a GGUF model's quantized weights, and would make it look nearly empty. The patcher is given the bytes
+the module really holds (`module_bytes`). Loads are whole (`force_full_load`) and so are unloads (the
+patcher's `partially_unload` unloads all): our modules have no per-layer cast hooks, so a partly
+loaded module would have layers on the wrong device, and core would count only the layers it
+measures as freed.
+
+low_vram: a module with blocks to stream (the transformer, T5) is not loaded; it stays in CPU memory
+(page-locked while ComfyUI keeps it "loaded"), core frees room on the GPU for what streaming puts
+there (`streamed_room`), and the node streams the blocks (ltx_core.memory.placed). The module is
+entered in core's list of loaded models all the same, holding no GPU memory, so that core's unloads
+(`/free`, *Unload models*, making room for another model) release its page-locked copy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
-import os
+import weakref
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import torch
 from torch import nn
 
-MODEL_EXTENSIONS = (".safetensors", ".sft", ".gguf")  # plus folders holding a config.json (diffusers/transformers)
+from ..ltx_core.memory import module_bytes, release, streams
+from ..ltx_core.streaming import device_weight_bytes
+
+# What the loaders list: model files, and config.json, which marks a model folder (diffusers/transformers)
+LISTED_EXTENSIONS = {".safetensors", ".sft", ".gguf", ".json"}
+LISTING_PREFIX = "ltx_pack_"  # our entries in folder_paths (core's model browser shows them too)
 LATENT_RGB_CHANNELS = 128  # core's LTXV preview factors are for the released 128-channel latents
-LOW_VRAM_RESERVE = 3 * 2**30  # bytes core frees on the GPU for streamed blocks and activations
 BUNDLED_TOKENIZER = "comfy/text_encoders/t5_tokenizer/tokenizer.json"  # ships with ComfyUI, for its T5 encoders
 
 
@@ -39,12 +53,35 @@ class _Holder(nn.Module):
         self.held = module
 
 
+@functools.cache
+def _patcher_class() -> type:
+    """Core's ModelPatcher, unloading our modules whole and releasing what streaming holds."""
+    import comfy.model_patcher
+
+    class LTXPackPatcher(comfy.model_patcher.ModelPatcher):
+        def partially_unload(self, device_to: torch.device, memory_to_free: int = 0) -> int:
+            freed = self.loaded_size()
+            self.detach()
+            return freed
+
+        def detach(self, unpatch_all: bool = True) -> nn.Module:
+            release(self.model.held)
+            return super().detach(unpatch_all)
+
+    return LTXPackPatcher
+
+
+def streamed_room(module: nn.Module, activations: int) -> int:
+    """Bytes the GPU needs for `module` with its blocks streamed: its other weights, the device slots
+    of the blocks in flight (`device_weight_bytes`), and `activations`."""
+    return device_weight_bytes(module, module.streamed_blocks) + activations
+
+
 class Managed:
     """A module under core's memory manager. `load()` puts it on its device and returns that device."""
 
     def __init__(self, module: nn.Module, device: str, role: str, memory: str = "default") -> None:
         import comfy.model_management as mm
-        import comfy.model_patcher
 
         roles = {
             "diffusion": (mm.get_torch_device, mm.unet_offload_device),
@@ -56,28 +93,38 @@ class Managed:
         self.module = module.to(offload())
         self.memory = memory  # the loader's memory mode
         holder = type(f"LTXPack{type(module).__name__}", (_Holder,), {})(module)  # named so in core's log
-        self.patcher = comfy.model_patcher.ModelPatcher(holder, load_device, offload())
+        self.patcher = _patcher_class()(holder, load_device, offload(), size=module_bytes(module))
 
-    def load(self, memory: str | None = None) -> torch.device:
-        """Ready the module on its device in `memory` mode (default: the loader's); returns the device."""
+    def load(self, memory: str | None = None, activations: int = 0) -> torch.device:
+        """Ready the module on its device in `memory` mode (default: the loader's), with room for
+        `activations` bytes besides its weights; returns the device."""
         import comfy.model_management as mm
 
         device = self.patcher.load_device
-        if (memory or self.memory) == "low_vram" and device.type != "cpu" and hasattr(self.module, "streamed_blocks"):
-            self._unload()
-            mm.free_memory(LOW_VRAM_RESERVE, device)
-            return device
-        mm.load_models_gpu([self.patcher], force_full_load=True)
+        if streams(self.module, device, memory or self.memory):
+            self._load_streamed(activations)
+        else:
+            release(self.module)  # an earlier streamed use's packed copy must not stay beside the moved one
+            mm.load_models_gpu([self.patcher], memory_required=activations, force_full_load=True)
         return device
 
-    def _unload(self) -> None:
-        """Take the module off the GPU if core holds it there (loaded earlier in default mode)."""
+    def _load_streamed(self, activations: int) -> None:
+        """Make room for streaming and enter the module in core's list of loaded models (see above)."""
         import comfy.model_management as mm
 
-        for i, loaded in enumerate(mm.current_loaded_models):
-            if loaded.model is self.patcher:
-                mm.current_loaded_models.pop(i).model_unload()
-                return
+        entry = next((m for m in mm.current_loaded_models if m.model is self.patcher), None)
+        if entry is not None and self.patcher.loaded_size() > 0:  # loaded whole by an earlier default-mode use
+            self.patcher.detach()
+        device = self.patcher.load_device
+        if device.type != "cpu":
+            room = streamed_room(self.module, activations) + mm.extra_reserved_memory()
+            mm.free_memory(room, device, keep_loaded=[entry] if entry is not None else [])
+        if entry is None:  # what load_models_gpu records, without moving anything
+            entry = mm.LoadedModel(self.patcher)
+            entry.real_model = weakref.ref(self.patcher.model)
+            entry.model_finalizer = weakref.finalize(self.patcher.model, mm.cleanup_models)
+            mm.current_loaded_models.insert(0, entry)
+        entry.currently_used = True
 
 
 def manage(module: nn.Module, device: str, role: str, memory: str = "default") -> Managed:
@@ -91,18 +138,26 @@ def _folder_paths() -> Any:
 
 
 def list_models(folders: Sequence[str]) -> list[str]:
-    """Model files (and model folders) under ComfyUI's `folders`, as paths relative to their folder."""
-    names: list[str] = []
-    for folder in folders:
-        for root in _folder_paths().get_folder_paths(folder):
-            for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-                base = Path(dirpath)
-                if "config.json" in filenames and base != Path(root):
-                    names.append(base.relative_to(root).as_posix())
-                    dirnames.clear()  # a model folder: list it, not its shards
-                    continue
-                names += [(base / f).relative_to(root).as_posix() for f in filenames if f.endswith(MODEL_EXTENSIONS)]
-    return sorted(dict.fromkeys(names))
+    """Model files (and model folders) under ComfyUI's `folders`, as paths relative to their folder.
+
+    Read from ComfyUI's cached file lists (`get_filename_list`, which re-reads a folder only when the
+    modification time of a directory under it changed), through an entry of our own in folder_paths
+    over the same directories with our extensions: core's entries do not list .gguf or config.json."""
+    paths = _folder_paths()
+    key = LISTING_PREFIX + "_".join(folders)
+    roots = [root for folder in folders for root in paths.get_folder_paths(folder)]
+    paths.folder_names_and_paths[key] = (roots, LISTED_EXTENSIONS)  # refreshed: other packs may add roots
+    return _models_in(paths.get_filename_list(key))
+
+
+def _models_in(files: list[str]) -> list[str]:
+    """Listed files → what a loader can read: model files, and model folders (a folder below a root
+    that holds a config.json) instead of the files inside them."""
+    paths = {f: PurePath(f) for f in files}
+    folders = {p.parent for p in paths.values() if p.name == "config.json" and p.parent != PurePath(".")}
+    outermost = [f for f in folders if not any(parent in folders for parent in f.parents)]
+    loose = [f for f, p in paths.items() if p.suffix != ".json" and not any(q in folders for q in p.parents)]
+    return sorted({*map(str, outermost), *loose})
 
 
 def model_path(folders: Sequence[str], name: str) -> Path:

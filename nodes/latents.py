@@ -97,7 +97,9 @@ class LTXPackVAEDecode:
                         "min": 0.0,
                         "max": 1.0,
                         "step": 0.001,
-                        "tooltip": "Noise mixed into the latents before decoding (0.025 as released).",
+                        "tooltip": "Noise mixed into the latents before decoding (0.025 as released), for "
+                        "timestep-conditioned VAEs (0.9.1+). The 0.9.0 VAE decodes without noise, as "
+                        "released (and as in ComfyUI core and diffusers), whatever this says.",
                     },
                 ),
                 "seed": (
@@ -115,6 +117,8 @@ class LTXPackVAEDecode:
         }
 
     def decode(self, samples: dict, vae: Loaded, decode_timestep, decode_noise_scale, seed, tiling) -> tuple:
+        if not vae.module.config.timestep_conditioning:  # the 0.9.0 decoder: released without decode noise
+            decode_noise_scale = 0.0
         device = vae.handle.load()
         generator = torch.Generator("cpu").manual_seed(seed)
         with bridge.interruptible(vae.module), torch.inference_mode():

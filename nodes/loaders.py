@@ -8,6 +8,7 @@ loaded objects until an input changes.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 from ..ltx_core import CheckpointError, load_text_encoder, load_transformer, load_vae, tokenizer_beside
@@ -25,7 +26,11 @@ from .types import (
     VAE,
     WEIGHT_DTYPES,
     Loaded,
+    vae_dtype,
+    vae_in_dtype,
 )
+
+log = logging.getLogger(__name__)
 
 MODEL_FOLDERS = ("checkpoints", "diffusion_models")
 VAE_FOLDERS = ("vae", "checkpoints")
@@ -89,7 +94,9 @@ class LTXPackModelLoader:
                         "default": "default",
                         "tooltip": "Transformer weight dtype: default keeps the file's; fp8 halves the memory of "
                         "bf16 (computes in bf16); fp8_matmul also multiplies in fp8 on Ada / Hopper GPUs "
-                        "(fastest; the video differs slightly from bf16).",
+                        "(fastest; the video differs slightly from bf16; GGUF weights are expanded and "
+                        "requantized to fp8, ~1 byte per weight). The VAE follows in bf16 or fp32 only, as "
+                        "ComfyUI core runs it: bf16 for fp16 and fp8.",
                     },
                 ),
                 "device": (DEVICES, {"default": "default", "tooltip": DEVICE_TOOLTIP}),
@@ -103,10 +110,11 @@ class LTXPackModelLoader:
         with in_node_words():
             transformer, found = load_transformer(path, dtype=WEIGHT_DTYPES[weight_dtype], device="cpu")
             if weight_dtype == "fp8_matmul":
-                quantize_linears(transformer)
-            vae_dtype = transformer.dtype if WEIGHT_DTYPES[weight_dtype] is not None else None
+                count = quantize_linears(transformer)
+                log.info("fp8_matmul: %d linear layers of %s requantized to fp8", count, model_name)
+            wanted = transformer.dtype if WEIGHT_DTYPES[weight_dtype] is not None else None
             try:
-                vae, vae_found = load_vae(vae_path, dtype=vae_dtype, device="cpu")
+                vae, vae_found = load_vae(vae_path, dtype=vae_dtype(wanted), device="cpu")
             except CheckpointError as error:
                 if vae_name == FROM_MODEL and error.advice == "transformer":  # the model file has no VAE
                     raise ValueError(
@@ -116,7 +124,7 @@ class LTXPackModelLoader:
                 raise
         return (
             Loaded(bridge.manage(transformer, device, "diffusion", memory), vae_found.release),
-            Loaded(bridge.manage(vae, device, "vae", memory), vae_found.release),
+            Loaded(bridge.manage(vae_in_dtype(vae), device, "vae", memory), vae_found.release),
         )
 
 

@@ -6,7 +6,7 @@ import torch
 
 from ..ltx_core import sample, seeded_noise
 from ..ltx_core.latent_guides import choose_sigmas, conditions_from_mask
-from ..ltx_core.memory import MEMORY_MODES, placed
+from ..ltx_core.memory import MEMORY_MODES, placed, transformer_activation_bytes
 from ..ltx_core.sampling.schedule import SCHEDULES
 from . import comfy_bridge as bridge
 from .types import CATEGORY, MODEL, Loaded, field, from_conditioning, video_latents
@@ -107,9 +107,14 @@ class LTXPackSampler:
                     "with a T5 text encoder (LTX Text Encode, or core's CLIPLoader with type ltxv)"
                 )
         mode = model.handle.memory if memory == FROM_LOADER else memory
-        device = model.handle.load(mode)
+        batch = samples.shape[0] * (2 if text.negative is not None else 1)  # guidance doubles the batch
+        per_token = latent.get("noise_mask") is not None  # conditioned frames: a noise level per token
+        activations = transformer_activation_bytes(
+            transformer.config.hidden_dim, batch, samples[0, 0].numel(), transformer.dtype, per_token
+        )
+        device = model.handle.load(mode, activations)
         on_step = bridge.step_callback(len(chosen) - 1, samples.shape[1])
-        with placed(transformer, device, mode), torch.inference_mode():
+        with placed(transformer, device, mode, keep_pinned=True), torch.inference_mode():
             out = sample(
                 transformer,
                 seeded_noise(tuple(samples.shape), seed, device=device),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..ltx_core import DEFAULT_NEGATIVE_PROMPT
-from ..ltx_core.memory import placed
+from ..ltx_core.memory import placed, t5_activation_bytes
 from .types import CATEGORY, TEXT_ENCODER, Loaded, to_conditioning
 
 
@@ -55,8 +55,11 @@ class LTXPackTextEncode:
         }
 
     def encode(self, text_encoder: Loaded, prompt: str, negative_prompt: str, max_tokens: int) -> tuple:
-        device = text_encoder.handle.load()  # with room made by ComfyUI's memory manager
-        with placed(text_encoder.module, device, text_encoder.handle.memory), torch.inference_mode():
+        config = text_encoder.module.model.config
+        activations = t5_activation_bytes(config.d_model, config.d_ff, config.num_heads, 2, max_tokens)
+        device = text_encoder.handle.load(activations=activations)  # with room made by ComfyUI's memory manager
+        memory = text_encoder.handle.memory
+        with placed(text_encoder.module, device, memory, keep_pinned=True), torch.inference_mode():
             text = text_encoder.module.encode(prompt, negative_prompt, max_tokens)
         negative = text.negative
         return to_conditioning(text.context, text.mask), to_conditioning(negative.context, negative.mask)

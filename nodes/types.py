@@ -37,6 +37,21 @@ WEIGHT_DTYPES = {
     "fp8_matmul": torch.bfloat16,  # loaded in bf16, then requantized for fp8 matrix products
 }
 TEXT_DTYPES = {k: WEIGHT_DTYPES[k] for k in ("default", "bf16", "fp16", "fp32")}
+# The VAE runs in bf16 or fp32 only, the dtypes ComfyUI core allows for this VAE (its VAE class never
+# runs it in fp16): the transformer's dtype when it is one of these, else bf16 (fp16 and fp8 weight
+# dtypes, VAE files stored in fp16).
+VAE_DTYPES = (torch.bfloat16, torch.float32)
+
+
+def vae_dtype(wanted: torch.dtype | None) -> torch.dtype | None:
+    """The VAE's dtype for a wanted one (None: as stored, corrected after loading by `vae_in_dtype`)."""
+    return wanted if wanted is None or wanted in VAE_DTYPES else torch.bfloat16
+
+
+def vae_in_dtype(vae: torch.nn.Module) -> torch.nn.Module:
+    """The VAE in one of VAE_DTYPES: as it is, or in bf16 (a file stored in fp16)."""
+    stored = next(vae.parameters()).dtype
+    return vae if stored in VAE_DTYPES else vae.to(torch.bfloat16)
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,11 @@ class FakeManaged:
     device: str
     memory: str = "default"
     loads: list[str | None] = field(default_factory=list)  # the memory mode asked for by each load
+    activations: list[int] = field(default_factory=list)  # the room asked for by each load, besides weights
 
-    def load(self, memory: str | None = None) -> torch.device:
+    def load(self, memory: str | None = None, activations: int = 0) -> torch.device:
         self.loads.append(memory)
+        self.activations.append(activations)
         return torch.device("cpu")
 
 
@@ -53,9 +55,25 @@ def install(monkeypatch: pytest.MonkeyPatch, root: Path) -> FakeComfy:
     bridge = import_pack().nodes.comfy_bridge
 
     class FolderPaths:
+        """folder_paths' listing: registered (roots, extensions), files below the roots, relative paths."""
+
+        folder_names_and_paths: dict[str, tuple[list[str], set[str]]] = {}
+
         @staticmethod
         def get_folder_paths(name: str) -> list[str]:
             return [str(fake.models / name)] if name in FOLDERS else []
+
+        @staticmethod
+        def get_filename_list(name: str) -> list[str]:
+            roots, extensions = FolderPaths.folder_names_and_paths[name]
+            files = {
+                str(path.relative_to(root))
+                for root in map(Path, roots)
+                if root.is_dir()
+                for path in root.rglob("*")
+                if path.is_file() and path.suffix.lower() in extensions
+            }
+            return sorted(files)
 
     counters: dict[str, int] = {}
 

@@ -89,3 +89,29 @@ def test_fp8_path_shares_quantized_inputs_and_fuses_gelu(monkeypatch):
     assert torch.equal(shared, separate)
     relative = ((shared - slow).abs().mean() / slow.abs().mean()).item()
     assert 1e-4 < relative < 0.1  # activations now quantized too, and still close
+
+
+def test_gguf_layers_are_requantized_too():
+    """fp8_matmul on a GGUF model: its QuantizedLinear layers are expanded from their GGML blocks and
+    requantized (the loader node used to convert none of them, silently)."""
+    from ltx_core.loading import QuantizedLinear
+    from ltx_core.loading.dequant import GGMLType
+    from ltx_core.loading.gguf import QuantizedTensor
+
+    model, args = _tiny_model_and_inputs()
+    expected = model(*args)
+    for name, module in list(model.named_modules()):
+        if name.startswith("transformer_blocks.") and isinstance(module, torch.nn.Linear):
+            blocks = module.weight.detach().reshape(-1, 32)  # Q8_0: per 32 values an fp16 scale and 32 int8
+            scale = (blocks.abs().amax(dim=1, keepdim=True) / 127).half()
+            q = torch.round(blocks / scale.float()).clamp(-127, 127).to(torch.int8)
+            raw = torch.cat([scale.view(torch.uint8), q.view(torch.uint8)], dim=1).reshape(-1)
+            parent, _, child = name.rpartition(".")
+            linear = QuantizedLinear(QuantizedTensor(raw, GGMLType.Q8_0, module.weight.shape), module.bias)
+            model.get_submodule(parent).register_module(child, linear)
+    assert quantize_linears(model) == 2 * 10
+    assert not any(isinstance(m, QuantizedLinear) for m in model.modules())
+    relative = ((model(*args) - expected).abs().mean() / expected.abs().mean()).item()
+    assert relative < 0.1  # Q8_0 then fp8 rounding: measured 5 %, as fp8 alone
+    with pytest.raises(ValueError, match="no linear layers under 'transformer_blocks.' to convert"):
+        quantize_linears(model)  # all fp8 already

@@ -22,7 +22,7 @@ import torch
 
 from ltx_core.model import fusion, kernels, transformer
 from ltx_core.model.kernels import triton_available
-from ltx_core.model.vae import convolution
+from ltx_core.model.vae import blocks, convolution
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -387,3 +387,101 @@ def test_a_failing_kernel_falls_back_to_the_plain_path(monkeypatch, caplog):
     assert all(torch.allclose(out, expected, atol=1e-6) for out in outputs)
     assert calls == [1] and not kernels.kernels_usable(x)
     assert sum("using the plain path" in r.message for r in caplog.records) == 1
+
+
+def _conv_with_kernel(monkeypatch, kernel) -> tuple[torch.nn.Module, torch.Tensor]:
+    """A VAE convolution whose fused prologue runs `kernel`, with fusion on for the CPU."""
+    monkeypatch.setattr(kernels, "triton_available", lambda t: True)
+    monkeypatch.setattr(kernels, "_failed", [])
+    monkeypatch.setattr(convolution, "norm_silu_pad_kernel", kernel)
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: fn)
+    conv = convolution.CausalConv3d(4, 4)
+    for p in conv.parameters():
+        torch.nn.init.normal_(p)
+    return conv, torch.randn(1, 4, 3, 2, 2)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), RuntimeError("Triton: out of memory")],
+    ids=["torch", "triton"],
+)
+def test_out_of_memory_in_a_kernel_propagates_and_switches_nothing_off(monkeypatch, error):
+    """An injected out-of-memory reaches the caller as torch.OutOfMemoryError (what the VAE's tiling
+    retry catches), and the kernel stays in use: the next call runs it."""
+    calls = []
+
+    def short_of_memory_once(x, bias, noise, noise_scale, shift, scale, front, back, eps, *space):
+        calls.append(1)
+        if len(calls) == 1:
+            raise error
+        return convolution.pad_time(x, front, back)
+
+    conv, x = _conv_with_kernel(monkeypatch, short_of_memory_once)
+    fusion.set_fusion(True, devices=("cpu",))
+    try:
+        with torch.no_grad():
+            with pytest.raises(torch.OutOfMemoryError, match="out of memory"):
+                conv(x, convolution.Prologue())
+            assert kernels.kernels_usable(x)
+            conv(x, convolution.Prologue())
+    finally:
+        fusion.set_fusion(True)
+    assert calls == [1, 1] and not kernels._failed
+
+
+def test_out_of_memory_in_a_compiled_function_propagates_and_keeps_it_compiled(monkeypatch):
+    compiled_calls = []
+
+    def compile_short_of_memory_once(fn, **options):
+        def run(*args):
+            compiled_calls.append(1)
+            if len(compiled_calls) == 1:
+                raise torch.OutOfMemoryError("CUDA out of memory")
+            return fn(*args)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", compile_short_of_memory_once)
+    double = fusion.fused(lambda x: 2 * x)
+    fusion.set_fusion(True, devices=("cpu",))
+    try:
+        with pytest.raises(torch.OutOfMemoryError):
+            double(torch.ones(2))
+        assert torch.equal(double(torch.ones(2)), torch.full((2,), 2.0))
+    finally:
+        fusion.set_fusion(True)
+    assert compiled_calls == [1, 1]  # the second call ran compiled again
+
+
+def test_vae_tiling_retries_an_injected_out_of_memory_with_the_kernels_on(monkeypatch, caplog):
+    """The VAE's automatic tiling provokes out-of-memory on purpose: a kernel that meets it during the
+    untiled attempt lets it through to the retry, and the tiled decode still uses the kernels."""
+    from ltx_core import VAEConfig, VideoVAE
+    from tiny import TINY_VAE_LAYOUTS, random_vae_state_dict
+
+    with torch.device("meta"):
+        vae = VideoVAE(VAEConfig.from_metadata(TINY_VAE_LAYOUTS["0.9.1"][0]))
+    vae.load_state_dict(random_vae_state_dict({k: v.shape for k, v in vae.state_dict().items()}, 3), assign=True)
+    latents = torch.randn(1, vae.config.latent_channels, 2, 2, 2)
+    plain = vae.decode(latents, 0.05, tiling="off")
+    calls = []
+
+    def kernel(x, bias, noise, noise_scale, shift, scale, front, back, eps, space, space_mode):
+        calls.append(x.shape[-1])
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        plain = convolution._norm_silu_pad.__wrapped__  # standing in for the kernel
+        return plain(x, bias, noise, noise_scale, shift, scale, front, back, space_mode, space)
+
+    _conv_with_kernel(monkeypatch, kernel)
+    monkeypatch.setattr(blocks, "add_noise_and_skip_kernel", blocks._add_noise_and_skip.__wrapped__)
+    fusion.set_fusion(True, devices=("cpu",))
+    try:
+        with torch.no_grad():
+            tiled = vae.decode(latents, 0.05, tiling="auto", memory_budget=2**40)
+        usable = kernels.kernels_usable(latents)
+    finally:
+        fusion.set_fusion(True)
+    assert len(calls) > 2 and not kernels._failed and usable
+    assert tiled.shape == plain.shape and "retrying with TilingPlan" in caplog.text

@@ -315,6 +315,10 @@ def test_memory_modes_reach_the_memory_manager(comfy, monkeypatch):
     whole = sampler.sample(*args, memory="default")[0]["samples"]
     assert model.handle.loads == ["low_vram", "default"]
     assert torch.equal(streamed, whole)
+    # room for the activations: guidance doubles the batch of 8 tokens of the 32-wide tiny model
+    config = model.module.config
+    expected = pack.ltx_core.memory.transformer_activation_bytes(config.hidden_dim, 2, 8, model.module.dtype)
+    assert model.handle.activations == [expected] * 2 and encoder.handle.activations[0] > 0
     budgets = []
     monkeypatch.setattr(
         type(vae.module),
@@ -323,6 +327,66 @@ def test_memory_modes_reach_the_memory_manager(comfy, monkeypatch):
     )
     nodes.LTXPackVAEDecode().decode({"samples": whole}, vae, 0.05, 0.025, 0, "auto")
     assert budgets == [pack.ltx_core.memory.LOW_VRAM_VAE_BUDGET]
+
+
+def test_fp8_matmul_converts_gguf_layers_and_the_vae_stays_in_bf16_or_fp32(comfy):
+    fp8 = pack.ltx_core.model.fp8
+    model, vae = nodes.LTXPackModelLoader().load(GGUF, VAE, "fp8_matmul", "cpu")
+    linears = [m for name, m in model.module.named_modules() if name.startswith("transformer_blocks.") and
+               hasattr(m, "in_features")]  # fmt: skip
+    assert linears and all(isinstance(m, fp8.Fp8Linear) for m in linears)  # none stayed GGML blocks
+    assert next(vae.module.parameters()).dtype == torch.bfloat16
+    for weight_dtype, expected in (("fp16", torch.bfloat16), ("fp32", torch.float32), ("fp8_e4m3fn", torch.bfloat16)):
+        _, vae = nodes.LTXPackModelLoader().load(CHECKPOINT, FROM_MODEL, weight_dtype, "cpu")
+        assert next(vae.module.parameters()).dtype == expected, weight_dtype
+
+
+def test_fp16_vae_file_runs_in_bf16(user_comfy):
+    from safetensors.torch import load_file
+
+    tensors = {k: v.half() for k, v in load_file(user_comfy.models / "vae" / VAE).items()}
+    save_file(tensors, user_comfy.models / "vae" / "vae_fp16.safetensors", metadata=_metadata(VAE, user_comfy))
+    _, vae = nodes.LTXPackModelLoader().load(CHECKPOINT, "vae_fp16.safetensors", "default", "cpu")
+    assert next(vae.module.parameters()).dtype == torch.bfloat16
+
+
+def _metadata(name: str, comfy) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(comfy.models / "vae" / name, "pt") as f:
+        return f.metadata()
+
+
+def test_decode_noise_only_for_timestep_conditioned_vaes(user_comfy):
+    """The 0.9.0 VAE was released without decode noise (official code, diffusers and ComfyUI core add it
+    only for timestep-conditioned decoders): its decode ignores decode_noise_scale; a 0.9.1 one uses it."""
+    import json
+
+    from tiny import TINY_VAE_LAYOUTS, random_vae_state_dict
+
+    layout = {**TINY_VAE_LAYOUTS["0.9.0"][0], "latent_channels": 128}
+    with torch.device("meta"):
+        vae_090 = pack.ltx_core.VideoVAE(pack.ltx_core.VAEConfig.from_metadata(layout))
+    weights = random_vae_state_dict({k: v.shape for k, v in vae_090.state_dict().items()}, 4)
+    metadata = {"config": json.dumps({"vae": layout})}
+    save_file(weights, user_comfy.models / "vae" / "vae_090.safetensors", metadata=metadata)
+    latent = {"samples": torch.randn(1, 128, 2, 2, 3)}
+    decode = nodes.LTXPackVAEDecode().decode
+    for name, noisy in (("vae_090.safetensors", False), (VAE, True)):
+        _, vae = nodes.LTXPackModelLoader().load(CHECKPOINT, name, "default", "cpu")
+        assert vae.module.config.timestep_conditioning == noisy
+        quiet, loud = (decode(latent, vae, 0.05, scale, 0, "off")[0] for scale in (0.0, 0.5))
+        assert torch.equal(quiet, loud) != noisy, name
+
+
+def test_model_folders_are_listed_once_from_comfyuis_file_list(user_comfy):
+    folder = user_comfy.models / "text_encoders" / "t5_folder"
+    folder.mkdir()
+    for name in ("config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"):
+        (folder / name).write_bytes(b"{}")
+    (user_comfy.models / "text_encoders" / "notes.json").write_text("{}")  # not a model
+    listed = nodes.LTXPackTextEncoderLoader.INPUT_TYPES()["required"]["text_encoder_name"][0]
+    assert listed == sorted([T5, "t5_folder"])
 
 
 def test_decode_and_encode_round_trip_and_decode_can_be_cancelled(comfy):

@@ -7,6 +7,7 @@ and when) and the results; the copy stream and its events run on CUDA only (benc
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 import pytest
 import torch
@@ -15,8 +16,20 @@ import transformers
 from ltx_core import LTXVideoTransformer
 from ltx_core.loading import QuantizedLinear, QuantizedTensor
 from ltx_core.loading.dequant import GGMLType
-from ltx_core.memory import check_memory_mode, placed, streamer_for, vae_budget
-from ltx_core.streaming import BlockStreamer
+from ltx_core.memory import (
+    check_memory_mode,
+    module_bytes,
+    placed,
+    release,
+    stream_on_cpu,
+    streamer_for,
+    streaming_report,
+    streams,
+    to_host,
+    transformer_activation_bytes,
+    vae_budget,
+)
+from ltx_core.streaming import BlockStreamer, device_weight_bytes, live_streamers
 from ltx_core.text.encoder import T5TextEncoder
 from tiny import random_state_dict, tiny_t5_config, tiny_transformer_config
 
@@ -116,3 +129,114 @@ def test_memory_modes_and_placement():
     with placed(model, "cpu", "low_vram"):  # nothing to stream to on the CPU: used in place
         assert torch.equal(model(*inputs), expected)
     assert streamer_for(model) is streamer_for(model)  # pinned once per model
+
+
+@pytest.fixture
+def cpu_streaming():
+    """low_vram streams to the CPU too, as it does to a GPU (the bookkeeping is the same)."""
+    stream_on_cpu(True)
+    yield
+    stream_on_cpu(False)
+
+
+def test_a_dropped_model_takes_its_streamer_and_host_copies_along(cpu_streaming):
+    """The registry keyed by the model must not keep it (nor its packed host copies) alive: every
+    model ever streamed used to stay in memory for the life of the process."""
+    before = len(live_streamers())
+    model = _transformer(layers=2)
+    inputs = _inputs(model.config)
+    with placed(model, "cpu", "low_vram"):
+        model(*inputs)
+    streamer = weakref.ref(streamer_for(model))
+    assert len(live_streamers()) == before + 1
+    assert streaming_report()["host_bytes"] >= streamer().streamed_bytes > 0
+    dropped = weakref.ref(model)
+    del model  # no gc.collect(): plain reference counting must free both
+    assert dropped() is None and streamer() is None
+    assert len(live_streamers()) == before
+
+
+def test_release_drops_the_streamer_and_the_model_keeps_working(cpu_streaming):
+    model = _transformer(layers=2)
+    inputs = _inputs(model.config)
+    expected = model(*inputs)
+    assert streams(model, "cpu", "low_vram") and not streams(model, "cpu", "default")
+    with placed(model, "cpu", "low_vram", keep_pinned=True):
+        assert torch.equal(model(*inputs), expected)
+    streamer = weakref.ref(streamer_for(model))
+    release(model)
+    assert streamer() is None  # nothing but the registry held it
+    assert torch.equal(model(*inputs), expected)  # the weights stay where they were packed
+    with placed(model, "cpu", "low_vram"):  # streamed again: packed anew
+        assert torch.equal(model(*inputs), expected)
+
+
+def test_device_weight_bytes_are_the_small_parts_and_two_slots():
+    model = _transformer(layers=3)
+    blocks = model.transformer_blocks
+    block = sum(t.numel() * t.element_size() for t in (*blocks[0].parameters(), *blocks[0].buffers()))
+    small = module_bytes(model) - 3 * block
+    estimate = device_weight_bytes(model, blocks)
+    assert small + 2 * block <= estimate <= small + 2 * block + 2 * 256 * 40  # packing pads each tensor to 256 B
+    assert BlockStreamer(model, blocks).device_bytes == estimate
+
+
+def test_module_bytes_count_non_persistent_buffers():
+    model = _transformer(layers=2)
+    block = model.transformer_blocks[1]
+    raw = torch.zeros(block.ff.net[2].weight.numel() // 32 * 34, dtype=torch.uint8)
+    block.ff.net[2] = QuantizedLinear(QuantizedTensor(raw, GGMLType.Q8_0, block.ff.net[2].weight.shape), None)
+    state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    assert module_bytes(model) == state + raw.numel()  # what core's module_size misses
+
+
+def test_activation_estimate_grows_with_tokens_and_per_token_noise():
+    small = transformer_activation_bytes(2048, 2, 6144, torch.bfloat16)
+    assert small == 12 * 2 * 6144 * 2048 * 2  # ~0.6 GB at 768×512×121 with guidance
+    assert transformer_activation_bytes(2048, 2, 6144, torch.bfloat16, per_token_sigma=True) > small
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="page locking needs CUDA")
+
+
+@cuda
+def test_pinned_while_placed_unless_kept_and_released_by_release():
+    model = _transformer(layers=3, dtype=torch.bfloat16)
+    inputs = [t.cuda() for t in _inputs(model.config, torch.bfloat16)]
+    expected = model.cuda()(*inputs)
+    model.cpu()
+    baseline = torch.cuda.memory_allocated()
+    weight = lambda: model.transformer_blocks[0].attn1.to_q.weight  # noqa: E731 (host copy between visits)
+    with placed(model, "cuda", "low_vram"):
+        streamer = streamer_for(model)
+        assert streamer.pinned_bytes == streamer.streamed_bytes > 0 and weight().is_pinned()
+        assert torch.equal(model(*inputs), expected)
+    assert streamer.pinned_bytes == 0 and not weight().is_pinned()
+    assert torch.cuda.memory_allocated() == baseline  # slots and small parts given back
+    with placed(model, "cuda", "low_vram", keep_pinned=True):
+        assert torch.equal(model(*inputs), expected)
+    assert streamer.pinned_bytes == streamer.streamed_bytes and weight().is_pinned()
+    assert streaming_report()["pinned_bytes"] >= streamer.pinned_bytes
+    release(model)
+    assert streamer.pinned_bytes == 0 and not weight().is_pinned()
+    assert torch.cuda.memory_allocated() == baseline
+
+
+@cuda
+def test_a_dropped_streamer_unlocks_its_pages():
+    model = _transformer(layers=2)
+    streamer = BlockStreamer(model, model.transformer_blocks)
+    assert streamer.pin()
+    flat = streamer._packed[0][0]
+    assert flat.is_pinned()
+    del streamer
+    assert not flat.is_pinned()  # the weights live on (in the model), unlocked
+
+
+@cuda
+def test_to_host_leaves_nothing_pinned():
+    x = torch.randn(3, 5, 64, 64, device="cuda").transpose(1, 2)  # not contiguous
+    before = torch.cuda.host_memory_stats().get("allocated_bytes.current", 0)
+    host = to_host(x)
+    assert torch.equal(host, x.cpu()) and not host.is_pinned()
+    assert torch.cuda.host_memory_stats().get("allocated_bytes.current", 0) == before

@@ -27,7 +27,7 @@ LOW_VRAM_FILES = f"""Files for low VRAM (under 8 GB at 768×512×121):
   only its VAE part is read)
 - models/text_encoders/{T5_FP8}  – T5-XXL in fp8, from huggingface.co/comfyanonymous/flux_text_encoders
 Both loaders use memory = low_vram: the transformer's and T5's blocks stay in CPU memory and visit the GPU
-one at a time (copied while the previous block computes), and the VAE decodes in tiles."""
+one at a time (copied while the previous block computes), and the VAE decodes in exact temporal chunks."""
 
 
 def _common(node, t5: str, prompt: str, model: dict, width: int, height: int, length: int):
@@ -134,7 +134,7 @@ def make(node, workflow) -> list:
     )
     low_vram = workflow(
         "low_vram",
-        f"LTX-Video text to video on small GPUs: GGUF transformer and fp8 T5 streamed block by block, tiled VAE "
+        f"LTX-Video text to video on small GPUs: GGUF transformer and fp8 T5 streamed block by block, chunked VAE "
         f"decode.\n\n"
         f"{LOW_VRAM_FILES}",
         [*_common(node, T5_FP8, PROMPT, low, 768, 512, 97), *_tail(node, (4, 0), "ltx/low_vram")],

@@ -1,12 +1,14 @@
-"""Linear layers whose weight stays in GGML blocks and is dequantized on the fly in forward.
+"""Linear layers whose weight stays in its stored form and is expanded on the fly in forward.
 
-A GGUF transformer keeps ~4-8 bits per weight in memory; each QuantizedLinear expands only its
+A GGUF model keeps ~4-8 bits per weight in memory (QuantizedLinear: GGML blocks), an fp8 T5 file
+8 bits (Fp8WeightLinear: float8 values and ComfyUI's per-tensor scale); each layer expands only its
 own weight, on the input's device and in the input's dtype, for the duration of one call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -74,3 +76,83 @@ def swap_linears(
         weight = weight if device is None else weight.to(device)
         model.get_submodule(parent).register_module(child, QuantizedLinear(weight, module.bias))
     return {k: v.dequantize() if isinstance(v, QuantizedTensor) else v for k, v in rest.items()}
+
+
+class Fp8Weight(NamedTuple):
+    """A float8 weight (out, in) and its float32 scale (None: 1), as an Fp8WeightLinear holds it."""
+
+    values: torch.Tensor
+    scale: torch.Tensor | None
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.values.shape
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """values × scale computed in float32 and rounded once to `dtype`."""
+        if self.scale is None:
+            return self.values.to(dtype)  # every float8 value is exact in bf16, fp16 and fp32
+        return (self.values.to(torch.float32) * self.scale.to(self.values.device, torch.float32)).to(dtype)
+
+
+class Fp8WeightLinear(nn.Module):
+    """y = x Wᵀ + b with W stored in float8 (times a per-tensor scale, for ComfyUI's "scaled" files),
+    expanded to x's dtype per call: half the memory of bf16 weights, and the same numbers as weights
+    expanded at load (the same float32 product, rounded once).
+
+    The float8 bytes are the non-persistent buffer `weight_fp8` (so the rest of a model still loads
+    with `materialize()`), and `weight` is no tensor: transformers' T5 casts its feed-forward
+    activations to `wo.weight.dtype` when that is a tensor, which would make them float8.
+    """
+
+    def __init__(self, values: torch.Tensor, scale: torch.Tensor | None, bias: nn.Parameter | None) -> None:
+        super().__init__()
+        if values.ndim != 2 or values.element_size() != 1 or not values.is_floating_point():
+            raise ValueError(f"Fp8WeightLinear needs a 2-D float8 weight, got {values.dtype} {tuple(values.shape)}")
+        self.out_features, self.in_features = values.shape
+        self.register_buffer("weight_fp8", values, persistent=False)
+        self.register_buffer("weight_scale", None if scale is None else scale.float().reshape(()), persistent=False)
+        self.register_parameter("bias", bias)
+
+    @property
+    def weight(self) -> Fp8Weight:
+        return Fp8Weight(self.weight_fp8, self.weight_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., in_features) → (..., out_features), computed in x's dtype on x's device."""
+        weight = Fp8Weight(self.weight_fp8.to(x.device, non_blocking=True), self.weight_scale).dequantize(x.dtype)
+        bias = None if self.bias is None else self.bias.to(device=x.device, dtype=x.dtype)
+        return F.linear(x, weight, bias)
+
+    def extra_repr(self) -> str:
+        scaled = "scaled" if self.weight_scale is not None else "unscaled"
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self.weight_fp8.dtype} {scaled}"
+
+
+def swap_fp8_linears(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    scales: Mapping[str, torch.Tensor],
+    device: torch.device | str | None = None,
+    keep: tuple[str, ...] = (),
+) -> dict[str, torch.Tensor]:
+    """Replace each nn.Linear whose `<name>.weight` is float8 with an Fp8WeightLinear holding it (and
+    its scale from `scales`, keyed like the weight), except weights whose key ends with one of `keep`.
+    Meant for a model built on the `meta` device; returns the remaining tensors for `materialize()`."""
+    rest = dict(state_dict)
+    for name, module in list(model.named_modules()):
+        key = f"{name}.weight"
+        weight = rest.get(key)
+        if not name or not isinstance(module, nn.Linear) or weight is None or key.endswith(keep):
+            continue
+        if weight.element_size() != 1 or not weight.is_floating_point():
+            continue
+        if weight.shape != module.weight.shape:
+            found = f"{key} has shape {tuple(weight.shape)}, expected {tuple(module.weight.shape)}"
+            raise CheckpointMismatchError(type(model).__name__, [found])
+        del rest[key]
+        parent, _, child = name.rpartition(".")
+        scale = scales.get(key)
+        linear = Fp8WeightLinear(weight.to(device), None if scale is None else scale.to(device), module.bias)
+        model.get_submodule(parent).register_module(child, linear)
+    return rest

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fusion import fused, fusion_enabled
+from .fusion import fused, fusion_enabled, raise_if_out_of_memory
 from .kernels import kernel_or_none, kernels_usable, quantize_rows_kernel
 
 E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
@@ -68,7 +68,8 @@ def _scaled_mm(
     if bias is not None and _bias_in_epilogue[0]:
         try:
             return torch._scaled_mm(a, b, scale_a, scale_b, bias=bias, out_dtype=dtype, use_fast_accum=True)
-        except RuntimeError:
+        except RuntimeError as error:
+            raise_if_out_of_memory(error)  # only a refused bias switches the epilogue off
             _bias_in_epilogue[0] = False
     out = torch._scaled_mm(a, b, scale_a, scale_b, out_dtype=dtype, use_fast_accum=True)
     return out if bias is None else out + bias
@@ -108,18 +109,39 @@ class Fp8Linear(nn.Module):
 
 
 def quantize_linears(model: nn.Module, under: str = "transformer_blocks.") -> int:
-    """Replace every nn.Linear below `under` with an Fp8Linear of its weights; returns how many.
-    The dimensions must be multiples of 16 (those of every released LTX-Video model are)."""
+    """Replace every linear layer below `under` with an Fp8Linear of its weights; returns how many.
+    Plain nn.Linear layers are converted from the dtype they hold; GGUF layers (QuantizedLinear: any
+    layer whose `weight` has `dequantize()`) are expanded from their GGML blocks to float32 one at a
+    time and requantized, so their memory becomes ~1 byte per weight (less than Q8_0's 1.06, more
+    than Q4's ~0.56). The dimensions must be multiples of 16 (those of every released LTX-Video
+    model are). Raises if there is nothing to convert."""
     count = 0
     for name, module in list(model.named_modules()):
-        if not name.startswith(under) or not isinstance(module, nn.Linear):
+        weight = _float_weight(module) if name.startswith(under) else None
+        if weight is None:
             continue
-        if module.in_features % 16 or module.out_features % 16:
+        out_features, in_features = weight.shape
+        if in_features % 16 or out_features % 16:
             raise ValueError(
-                f"{name} is {module.in_features}→{module.out_features}; fp8 matmuls need multiples of 16: "
+                f"{name} is {in_features}→{out_features}; fp8 matmuls need multiples of 16: "
                 "load this model with another weight dtype"
             )
         parent, _, child = name.rpartition(".")
-        model.get_submodule(parent).register_module(child, Fp8Linear(module.weight, module.bias))
+        model.get_submodule(parent).register_module(child, Fp8Linear(weight, module.bias))
         count += 1
+    if count == 0:
+        raise ValueError(
+            f"{type(model).__name__} has no linear layers under {under!r} to convert to fp8 (all are "
+            "fp8 already, or of a kind fp8 matmuls cannot take): load it with another weight dtype"
+        )
     return count
+
+
+def _float_weight(module: nn.Module) -> torch.Tensor | None:
+    """The weight of a linear layer fp8 matmuls can take, as a float tensor; None for other modules."""
+    if isinstance(module, nn.Linear):
+        return module.weight
+    weight = getattr(module, "weight", None)
+    if hasattr(module, "in_features") and not isinstance(weight, torch.Tensor) and hasattr(weight, "dequantize"):
+        return weight.dequantize()  # GGML blocks → float32 (QuantizedLinear)
+    return None

@@ -5,7 +5,9 @@ Every fused function is plain torch and runs as written on the CPU (and wherever
 off or unavailable), which is what the parity tests check. On CUDA its first call compiles it, so
 the first forward and the first decode take a few seconds longer (benchmarks/README.md has the
 measured first-call times). If compiling fails (no Triton, say), a warning is logged once and the
-plain function runs. The hand-written Triton kernels of `kernels` follow the same switch.
+plain function runs. The hand-written Triton kernels of `kernels` follow the same switch. Running out
+of memory is not such a failure: it propagates (`raise_if_out_of_memory`), to the caller that can
+free memory or retry smaller (the VAE's automatic tiling), and the fast path stays on.
 """
 
 from __future__ import annotations
@@ -38,6 +40,23 @@ def fusion_enabled(device_type: str) -> bool:
     return bool(_settings["enabled"]) and device_type in _settings["devices"]
 
 
+def raise_if_out_of_memory(error: BaseException) -> None:
+    """Raise `error` again if it is, or was caused by, running out of memory, as torch.OutOfMemoryError
+    (what callers catch to retry smaller); return otherwise. For the fallbacks of the fast paths,
+    which must switch themselves off for a failure to build or launch, never for out-of-memory.
+    Besides torch's own error, compilers and Triton's launcher report a failed allocation as an
+    error of their own whose message (or cause) says "out of memory"."""
+    cause: BaseException | None = error
+    for _ in range(8):  # the chain of causes: a compiler wraps the error it met
+        if cause is None:
+            return
+        if isinstance(cause, torch.OutOfMemoryError):
+            raise cause if cause is error else torch.OutOfMemoryError(str(cause)) from error
+        if "out of memory" in str(cause).lower():
+            raise torch.OutOfMemoryError(str(cause)) from error
+        cause = cause.__cause__ or cause.__context__
+
+
 def fused(fn: F) -> F:
     """Compile `fn` on its first call with a first argument on a fusing device (CUDA); fall back to
     `fn` for good if compiling or running the compiled version fails."""
@@ -55,6 +74,7 @@ def fused(fn: F) -> F:
             with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
                 return compiled[0](*args)
         except Exception as error:  # a missing or broken compiler must not stop generation
+            raise_if_out_of_memory(error)
             log.warning("fusing %s failed (%s); running it unfused", fn.__name__, error)
             failed.append(True)
             return fn(*args)

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import torch
 
-from .fusion import fusion_enabled
+from .fusion import fusion_enabled, raise_if_out_of_memory
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,12 +60,15 @@ _failed: list[str] = []
 
 
 def kernel_or_none(call: Callable[[], T]) -> T | None:
-    """`call()`, a call of a kernel of this module, or None when it fails (a Triton that cannot build
-    for this GPU, say): logged once, after which `kernels_usable` is False and callers keep to their
-    plain path instead of stopping the generation."""
+    """`call()`, a call of a kernel of this module, or None when it fails to build or launch (a Triton
+    that cannot build for this GPU, say): logged once, after which `kernels_usable` is False and
+    callers keep to their plain path instead of stopping the generation. Running out of memory
+    propagates as torch.OutOfMemoryError and switches nothing off: the plain path needs the memory
+    too, and the VAE's automatic tiling provokes it on purpose and retries smaller."""
     try:
         return call()
     except Exception as error:
+        raise_if_out_of_memory(error)
         log.warning("a Triton kernel failed (%s); using the plain path from now on", error)
         _failed.append(repr(error))
         return None

@@ -7,7 +7,7 @@ own weight, on the input's device and in the input's dtype, for the duration of 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import torch
@@ -62,20 +62,39 @@ def swap_linears(
     the module's (meta) parameter. Returns the remaining plain tensors for `materialize()`; a
     quantized tensor that is not a Linear weight is dequantized to float32 there.
     """
+
+    def make(key: str, weight: QuantizedTensor | torch.Tensor, linear: nn.Linear) -> nn.Module | None:
+        if not isinstance(weight, QuantizedTensor):
+            return None
+        return QuantizedLinear(weight if device is None else weight.to(device), linear.bias)
+
+    rest = _swap(model, state_dict, make)
+    return {k: v.dequantize() if isinstance(v, QuantizedTensor) else v for k, v in rest.items()}
+
+
+def _swap(
+    model: nn.Module,
+    state_dict: Mapping[str, QuantizedTensor | torch.Tensor],
+    make: Callable[[str, QuantizedTensor | torch.Tensor, nn.Linear], nn.Module | None],
+) -> dict[str, QuantizedTensor | torch.Tensor]:
+    """Replace each nn.Linear of `model` for which `make(key, weight, linear)` returns a module, where
+    `key` is its `<name>.weight` in `state_dict`; returns the tensors no replacement took."""
     rest = dict(state_dict)
     for name, module in list(model.named_modules()):
         key = f"{name}.weight"
         weight = rest.get(key)
-        if not name or not isinstance(module, nn.Linear) or not isinstance(weight, QuantizedTensor):
+        if not name or not isinstance(module, nn.Linear) or weight is None:
+            continue
+        replacement = make(key, weight, module)
+        if replacement is None:
             continue
         if weight.shape != module.weight.shape:
             found = f"{key} has shape {tuple(weight.shape)}, expected {tuple(module.weight.shape)}"
             raise CheckpointMismatchError(type(model).__name__, [found])
         del rest[key]
         parent, _, child = name.rpartition(".")
-        weight = weight if device is None else weight.to(device)
-        model.get_submodule(parent).register_module(child, QuantizedLinear(weight, module.bias))
-    return {k: v.dequantize() if isinstance(v, QuantizedTensor) else v for k, v in rest.items()}
+        model.get_submodule(parent).register_module(child, replacement)
+    return rest
 
 
 class Fp8Weight(NamedTuple):
@@ -139,20 +158,11 @@ def swap_fp8_linears(
     """Replace each nn.Linear whose `<name>.weight` is float8 with an Fp8WeightLinear holding it (and
     its scale from `scales`, keyed like the weight), except weights whose key ends with one of `keep`.
     Meant for a model built on the `meta` device; returns the remaining tensors for `materialize()`."""
-    rest = dict(state_dict)
-    for name, module in list(model.named_modules()):
-        key = f"{name}.weight"
-        weight = rest.get(key)
-        if not name or not isinstance(module, nn.Linear) or weight is None or key.endswith(keep):
-            continue
-        if weight.element_size() != 1 or not weight.is_floating_point():
-            continue
-        if weight.shape != module.weight.shape:
-            found = f"{key} has shape {tuple(weight.shape)}, expected {tuple(module.weight.shape)}"
-            raise CheckpointMismatchError(type(model).__name__, [found])
-        del rest[key]
-        parent, _, child = name.rpartition(".")
+
+    def make(key: str, weight: torch.Tensor, linear: nn.Linear) -> nn.Module | None:
+        if key.endswith(keep) or weight.element_size() != 1 or not weight.is_floating_point():
+            return None
         scale = scales.get(key)
-        linear = Fp8WeightLinear(weight.to(device), None if scale is None else scale.to(device), module.bias)
-        model.get_submodule(parent).register_module(child, linear)
-    return rest
+        return Fp8WeightLinear(weight.to(device), None if scale is None else scale.to(device), linear.bias)
+
+    return _swap(model, state_dict, make)

@@ -81,6 +81,23 @@ def saved(server, name: str):
     return torch.load(server.base / "output" / f"{name}.pt", weights_only=True)
 
 
+def decode_to_core_video(tiling: str, fps: float, prefix: str) -> dict:
+    """Our decode of node "sample", then core's CreateVideo and SaveVideo (mp4, h264)."""
+    return {
+        "decode": node(
+            "LTXPackVAEDecode",
+            samples=["sample", 0],
+            vae=["pack_model", 1],
+            decode_timestep=0.05,
+            decode_noise_scale=0.025,
+            seed=0,
+            tiling=tiling,
+        ),
+        "video": node("CreateVideo", images=["decode", 0], fps=fps),
+        "save_video": node("SaveVideo", video=["video", 0], filename_prefix=prefix, format="mp4", codec="h264"),
+    }
+
+
 def core_empty_latent() -> dict:
     return node("EmptyLTXVLatentVideo", width=WIDTH, height=HEIGHT, length=LENGTH, batch_size=1)
 
@@ -205,19 +222,7 @@ def test_core_t5_img_to_video_and_scheduler_into_our_sampler_then_core_video_nod
             latent=["img2vid", 2],
         ),
         "sample": sampler(["img2vid", 2], ["img2vid", 0], ["img2vid", 1], sigmas=["core_sigmas", 0]),
-        "decode": node(
-            "LTXPackVAEDecode",
-            samples=["sample", 0],
-            vae=["pack_model", 1],
-            decode_timestep=0.05,
-            decode_noise_scale=0.025,
-            seed=0,
-            tiling="off",
-        ),
-        "video": node("CreateVideo", images=["decode", 0], fps=24.0),
-        "save_video": node(
-            "SaveVideo", video=["video", 0], filename_prefix="core_nodes/i2v", format="mp4", codec="h264"
-        ),
+        **decode_to_core_video("off", 24.0, "core_nodes/i2v"),
         "save_text": save(["core_text", 0], "core_nodes_t5"),
         "save_start": save(["img2vid", 2], "core_nodes_i2v_latent"),
         "save_sampled": save(["sample", 0], "core_nodes_i2v_sampled"),
@@ -299,19 +304,7 @@ def test_our_frames_into_core_create_video_and_save_video(comfy_server):
         **ours(),
         "empty": core_empty_latent(),
         "sample": sampler(["empty", 0]),
-        "decode": node(
-            "LTXPackVAEDecode",
-            samples=["sample", 0],
-            vae=["pack_model", 1],
-            decode_timestep=0.05,
-            decode_noise_scale=0.025,
-            seed=0,
-            tiling="auto",
-        ),
-        "video": node("CreateVideo", images=["decode", 0], fps=25.0),
-        "save_video": node(
-            "SaveVideo", video=["video", 0], filename_prefix="core_nodes/t2v", format="mp4", codec="h264"
-        ),
+        **decode_to_core_video("auto", 25.0, "core_nodes/t2v"),
         "save_frames": save(["decode", 0], "core_nodes_t2v_frames"),
     }
     result = run(comfy_server, prompt)

@@ -9,7 +9,8 @@ mean the same. The functions here convert between that form and `FrameCondition`
 The mask can only say "this whole latent frame, in place", which is the 0.9.0 / 0.9.1 layout (and
 ComfyUI's LTXVImgToVideo). For the 0.9.5+ "appended" layout (sampling/conditioning.py) a condition
 that is not at frame 0, an image between latent frames, or a clip must reach `sample()` as a
-`FrameCondition` of its own rather than through the mask.
+`FrameCondition` of its own rather than through the mask: so the LATENT also carries the exact
+conditions in a list under `CONDITIONS_KEY`, and `guide_conditions` picks what the layout needs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ import torch
 from .sampling.conditioning import FrameCondition, check_fits
 from .sampling.schedule import custom_sigmas, make_schedule, partial_schedule
 from .types import VAE_TEMPORAL_SCALE
+
+# The LATENT key under which the pack's image condition node records its FrameConditions, in order.
+# ComfyUI's own nodes ignore it (and most build a fresh dict, dropping it); our sampler reads it.
+CONDITIONS_KEY = "ltx_pack_conditions"
 
 
 def frame_index(frame: int, latent_frames: int) -> int:
@@ -75,6 +80,25 @@ def conditions_from_mask(latents: torch.Tensor, noise_mask: torch.Tensor | None)
         for k in range(f)
         if per_frame[k] < 1
     ]
+
+
+def guide_conditions(
+    latents: torch.Tensor,
+    noise_mask: torch.Tensor | None,
+    recorded: list[FrameCondition] | None,
+    layout: str,
+) -> list[FrameCondition]:
+    """The conditions `sample()` gets for latents (B, C, F, H, W). In the "appended" layout the
+    `recorded` ones (exact: frame, clip, strength), when there are any; in place, and for latents
+    without a record (e.g. from ComfyUI's LTXVImgToVideo), the ones the noise mask describes, which
+    in place is the same thing. Raises ValueError for a recorded condition that cannot sit in place."""
+    if layout == "appended" and recorded is not None:
+        for cond in recorded:
+            check_fits(cond, latents.shape, appended=True)
+        return list(recorded)
+    for cond in recorded or ():
+        check_fits(cond, latents.shape)
+    return conditions_from_mask(latents, noise_mask)
 
 
 def choose_sigmas(

@@ -1,7 +1,10 @@
 """Pins an image (or a short clip) to a frame of the latent video: first frame, keyframes, last frame.
 
-The condition travels inside the LATENT (clean latents at its frames, `noise_mask` = 1 − strength),
-as in ComfyUI's own LTX image-to-video node, so nodes of this kind chain and core's LTX latents work.
+The condition travels inside the LATENT twice: exactly, in a list of FrameConditions under our own key
+(what the sampler uses for 0.9.5+ models, which append conditions after frame 0 as extra tokens), and,
+where a whole latent frame can hold it, written in place (clean latents at its frames, `noise_mask` =
+1 − strength) as ComfyUI's own LTX image-to-video node does, which is what 0.9.0 / 0.9.1 models and
+core's nodes read. Nodes of this kind chain, and core's LTX latents work as input.
 """
 
 from __future__ import annotations
@@ -9,9 +12,10 @@ from __future__ import annotations
 import torch
 
 from ..ltx_core import FrameCondition
-from ..ltx_core.latent_guides import add_condition, frame_index
+from ..ltx_core.latent_guides import CONDITIONS_KEY, add_condition, conditions_from_mask, frame_index
 from ..ltx_core.media import compress_like_h264, resize_and_crop, video_tensor_from_frames
-from ..ltx_core.types import LATENT_CHANNELS, VAE_SPATIAL_SCALE, check_frames
+from ..ltx_core.sampling.conditioning import check_fits
+from ..ltx_core.types import LATENT_CHANNELS, VAE_SPATIAL_SCALE, VAE_TEMPORAL_SCALE, check_frames
 from . import comfy_bridge as bridge
 from .types import CATEGORY, VAE, Loaded, video_latents
 
@@ -43,8 +47,9 @@ class LTXPackImageCondition:
                         "min": -8193,
                         "max": 8192,
                         "step": 1,
-                        "tooltip": "Pixel frame it "
-                        "starts at: 0 = first; a multiple of 8; negative counts from the end (−1 = last frame).",
+                        "tooltip": "Pixel frame it starts at: 0 = first; negative counts from the end (−1 = last "
+                        "frame). 0.9.5+ models take an image at any frame; clips, and every condition of 0.9.0 / "
+                        "0.9.1 models, start at a multiple of 8.",
                     },
                 ),
                 "strength": (
@@ -80,6 +85,12 @@ class LTXPackImageCondition:
         device = vae.handle.load()
         with bridge.interruptible(vae.module), torch.inference_mode():
             cond = vae.module.encode(video_tensor_from_frames(pixels).to(device)).float().cpu()
-        start = frame_index(frame, samples.shape[2])
-        samples, mask = add_condition(samples, latent.get("noise_mask"), FrameCondition(cond, start, strength))
-        return ({**latent, "samples": samples, "noise_mask": mask},)
+        condition = FrameCondition(cond, frame_index(frame, samples.shape[2]), strength)
+        check_fits(condition, samples.shape, appended=True)  # the sampler checks in-place models' frames
+        mask = latent.get("noise_mask")
+        # Latents without a record (from core's nodes) start it with what their mask says.
+        recorded = latent[CONDITIONS_KEY] if CONDITIONS_KEY in latent else conditions_from_mask(samples, mask)
+        out = {**latent, CONDITIONS_KEY: [*recorded, condition]}
+        if condition.frame % VAE_TEMPORAL_SCALE == 0:  # a whole latent frame: in place too
+            out["samples"], out["noise_mask"] = add_condition(samples, mask, condition)
+        return (out,)

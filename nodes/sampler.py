@@ -4,15 +4,32 @@ from __future__ import annotations
 
 import torch
 
-from ..ltx_core import sample, seeded_noise
-from ..ltx_core.latent_guides import choose_sigmas, conditions_from_mask
+from ..ltx_core import FrameCondition, sample
+from ..ltx_core.latent_guides import CONDITIONS_KEY, choose_sigmas, guide_conditions
 from ..ltx_core.memory import MEMORY_MODES, placed, transformer_activation_bytes
+from ..ltx_core.sampling.conditioning import appended_token_count
+from ..ltx_core.sampling.noise import draw_noise, seeded_generator
 from ..ltx_core.sampling.schedule import SCHEDULES
+from ..ltx_core.types import VAE_TEMPORAL_SCALE
 from . import comfy_bridge as bridge
 from .types import CATEGORY, MODEL, Loaded, field, from_conditioning, video_latents
 
 AUTO = "auto"
 FROM_LOADER = "from loader"
+
+
+def _conditions(model: Loaded, samples: torch.Tensor, latent: dict) -> list[FrameCondition]:
+    """The latent's conditions as the model's release lays them out (see latent_guides.guide_conditions)."""
+    layout, recorded = model.defaults.conditioning, latent.get(CONDITIONS_KEY)
+    for cond in recorded if layout == "in_place" and recorded else ():
+        if cond.frame % VAE_TEMPORAL_SCALE:
+            below = cond.frame // VAE_TEMPORAL_SCALE * VAE_TEMPORAL_SCALE
+            raise ValueError(
+                f"an LTX Image Condition (pack) keeps an image at frame {cond.frame}, but this {model.release} "
+                f"model writes conditions in place, at frame 0 or a multiple of {VAE_TEMPORAL_SCALE} (0.9.5+ "
+                f"models take any frame): set that node's frame to {below} or {below + VAE_TEMPORAL_SCALE}"
+            )
+    return guide_conditions(samples, latent.get("noise_mask"), recorded, layout)
 
 
 class LTXPackSampler:
@@ -106,24 +123,34 @@ class LTXPackSampler:
                     f"reads T5-XXL features of width {transformer.config.caption_channels}. Encode the prompt "
                     "with a T5 text encoder (LTX Text Encode, or core's CLIPLoader with type ltxv)"
                 )
+        conditions, defaults = _conditions(model, samples, latent), model.defaults
         mode = model.handle.memory if memory == FROM_LOADER else memory
         batch = samples.shape[0] * (2 if text.negative is not None else 1)  # guidance doubles the batch
-        per_token = latent.get("noise_mask") is not None  # conditioned frames: a noise level per token
-        activations = transformer_activation_bytes(
-            transformer.config.hidden_dim, batch, samples[0, 0].numel(), transformer.dtype, per_token
+        tokens = samples[0, 0].numel()
+        if defaults.conditioning == "appended":  # conditions after frame 0 become extra tokens
+            tokens += appended_token_count(conditions)
+        activations = transformer_activation_bytes(  # conditions: a noise level per token
+            transformer.config.hidden_dim, batch, tokens, transformer.dtype, bool(conditions)
         )
         device = model.handle.load(mode, activations)
         on_step = bridge.step_callback(len(chosen) - 1, samples.shape[1])
+        # One generator draws the video's noise, then the appended conditions' and the re-noising's,
+        # as the references do: a seed gives the same video on every device.
+        generator = seeded_generator(seed)
+        noise = draw_noise(tuple(samples.shape), generator, device=device)
         with placed(transformer, device, mode, keep_pinned=True), torch.inference_mode():
             out = sample(
                 transformer,
-                seeded_noise(tuple(samples.shape), seed, device=device),
+                noise,
                 chosen,
                 text,
                 guidance_scale=guidance,
                 frame_rate=frame_rate,
                 initial=samples.to(device),
-                conditions=conditions_from_mask(samples, latent.get("noise_mask")),
+                conditions=conditions,
+                layout=defaults.conditioning,
+                cond_noise_scale=defaults.cond_noise_scale,
+                generator=generator,
                 on_step=on_step,
             )
-        return ({"samples": out.cpu()},)
+        return ({"samples": out.cpu()},)  # the video's latents only: sample() drops appended tokens

@@ -19,6 +19,7 @@ import pytest
 from comfy_server import COMFYUI, PACK_FOLDER
 from ltx_core.media import read_video
 from test_workflows import NAMES, SMALL, load, shrink, ui_to_api
+from tiny_comfy import CHECKPOINT_095
 
 pytestmark = pytest.mark.comfyui
 
@@ -99,6 +100,18 @@ def test_workflow_makes_a_playable_mp4(comfy_server, name, form, file_set):
     assert progress[-1]["value"] == progress[-1]["max"] == SMALL["steps"]
     path = saved_video(comfy_server, run)
     assert_playable(path, ui, SMALL["length"], SMALL["height"], SMALL["width"], 25.0)
+
+
+@pytest.mark.parametrize("last", [-1, 3])
+def test_keyframes_on_a_095_model_make_a_playable_mp4(comfy_server, last):
+    """A 0.9.5+ model appends the keyframes after frame 0 as extra tokens, so the last one may also sit
+    between latent frames (frame 3), where 0.9.1 models refuse it (see FAILED)."""
+    ui, api = load("keyframe_interpolation")
+    prompt = _set(_set(shrink(api), "1", model_name=CHECKPOINT_095), "8", frame=last)
+    prompt["10"]["inputs"]["seed"] = 200 + last  # no cached result reused
+    run = comfy_server.run(prompt, ui)
+    assert run.status == "success", json.dumps(run.history["status"], indent=1)[-4000:]
+    assert_playable(saved_video(comfy_server, run), ui, SMALL["length"], SMALL["height"], SMALL["width"], 25.0)
 
 
 def test_default_setup_t5_alone_uses_comfyuis_tokenizer(comfy_server):
@@ -379,7 +392,18 @@ FAILED = [
         "LTXPackEmptyLatentVideo",
         ["20 frames", "1 + 8·k", "17 or 25"],
     ),
-    ("keyframe off the 8-grid", lambda: _i2v(frame=3), "LTXPackImageCondition", ["multiple of 8", "got 3", "0 or 8"]),
+    (
+        "keyframe off the 8-grid on a 0.9.1 model",
+        lambda: _i2v(frame=3),
+        "LTXPackSampler",
+        ["frame 3", "0.9.1 model writes conditions in place", "multiple of 8", "0 or 8"],
+    ),
+    (
+        "clip off the 8-grid",
+        lambda: _set(_frames(9), "6", frame=3),
+        "LTXPackImageCondition",
+        ["a clip", "multiple of 8", "got 3", "0 or 8"],
+    ),
     ("keyframe past the end", lambda: _i2v(frame=4000), "LTXPackImageCondition", ["4000"]),
     ("4 frames as a condition", lambda: _frames(4), "LTXPackImageCondition", ["4 frames", "1 + 8·k", "1 or 9"]),
     ("10 frames to VAE Encode", lambda: _encode_frames(10), "LTXPackVAEEncode", ["10 frames", "1 + 8·k", "9 or 17"]),

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ltx_core import FrameCondition
-from ltx_core.latent_guides import add_condition, choose_sigmas, conditions_from_mask, frame_index
+from ltx_core.latent_guides import add_condition, choose_sigmas, conditions_from_mask, frame_index, guide_conditions
+from ltx_core.sampling.conditioning import appended_token_count
 
 
 def test_add_condition_round_trips_through_the_mask():
@@ -36,3 +37,16 @@ def test_frame_index_and_sigmas():
     assert choose_sigmas("shifted", 4, 100).shape == (5,)
     assert choose_sigmas("shifted", 4, 100, denoise=0.5)[0] < 1
     assert choose_sigmas("shifted", 4, 100, sigmas=torch.tensor([0.8, 0.3])).tolist() == pytest.approx([0.8, 0.3, 0])
+
+
+def test_guide_conditions_follow_the_layout():
+    latents = torch.zeros(1, 4, 3, 2, 2)
+    first, between = FrameCondition(torch.ones(1, 4, 1, 2, 2), 0), FrameCondition(torch.ones(1, 4, 1, 2, 2), 13, 0.5)
+    written, mask = add_condition(latents, None, first)
+    assert guide_conditions(written, mask, [first, between], "appended") == [first, between]  # exact
+    assert appended_token_count([first, between]) == 4  # one latent frame of 2×2 tokens after frame 0
+    (in_place,) = guide_conditions(written, mask, None, "appended")  # no record: what the mask says
+    assert in_place.frame == 0 and torch.equal(in_place.latents, first.latents)
+    assert [c.frame for c in guide_conditions(written, mask, [first], "in_place")] == [0]
+    with pytest.raises(ValueError, match="multiple of 8, got 13: use 8 or 16"):
+        guide_conditions(written, mask, [first, between], "in_place")

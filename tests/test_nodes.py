@@ -12,11 +12,12 @@ from safetensors.torch import save_file
 
 from comfy_fake import Interrupted, install
 from tiny import train_tiny_spiece
-from tiny_comfy import CHECKPOINT, GGUF, T5, VAE
+from tiny_comfy import CHECKPOINT, CHECKPOINT_095, GGUF, T5, VAE
 from workflows.build import import_pack
 
 pack = import_pack()
 nodes = pack.nodes
+CONDITIONS_KEY = pack.ltx_core.latent_guides.CONDITIONS_KEY
 FROM_MODEL = "(from the model file)"
 WIDGETS = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
 # ComfyUI's own LTX node ids (0.3.64): a pack node with one of these ids would be silently dropped.
@@ -60,8 +61,8 @@ def test_schema_is_valid(cls, comfy):
 
 def test_loaders_list_comfy_folders_with_gguf(comfy):
     declared = nodes.LTXPackModelLoader.INPUT_TYPES()["required"]
-    assert declared["model_name"][0] == sorted([CHECKPOINT, GGUF])
-    assert declared["vae_name"][0] == ["(from the model file)", *sorted([CHECKPOINT, VAE])]
+    assert declared["model_name"][0] == sorted([CHECKPOINT, CHECKPOINT_095, GGUF])
+    assert declared["vae_name"][0] == ["(from the model file)", *sorted([CHECKPOINT, CHECKPOINT_095, VAE])]
     assert T5 in nodes.LTXPackTextEncoderLoader.INPUT_TYPES()["required"]["text_encoder_name"][0]
 
 
@@ -272,8 +273,14 @@ def test_image_condition_chains_and_checks(comfy):
     (both,) = nodes.LTXPackImageCondition().condition(first, vae, image, -1, 0.5, 0)
     assert both["noise_mask"].flatten().tolist() == [0.0, 1.0, 0.5]
     assert not torch.equal(both["samples"][:, :, 2], latent["samples"][:, :, 2])
-    with pytest.raises(ValueError, match="multiple of 8, got 3: use 0 or 8"):
-        nodes.LTXPackImageCondition().condition(latent, vae, image, 3, 1.0, 0)
+    recorded = both[CONDITIONS_KEY]  # exactly, for 0.9.5+ models; the input's list is not changed
+    assert [(c.frame, c.strength) for c in recorded] == [(0, 1.0), (16, 0.5)] and len(first[CONDITIONS_KEY]) == 1
+    assert torch.equal(recorded[1].latents, both["samples"][:, :, 2:])
+    # An image between latent frames is recorded only (0.9.5+ models append it); a clip there is refused.
+    (between,) = nodes.LTXPackImageCondition().condition(first, vae, image, 3, 1.0, 0)
+    assert [c.frame for c in between[CONDITIONS_KEY]] == [0, 3] and torch.equal(between["samples"], first["samples"])
+    with pytest.raises(ValueError, match="a clip can start at frame 0 or a multiple of 8, got 3: use 0 or 8"):
+        nodes.LTXPackImageCondition().condition(latent, vae, torch.rand(9, 64, 64, 3), 3, 1.0, 0)
     with pytest.raises(ValueError, match="strength 1.5 is out of range"):
         nodes.LTXPackImageCondition().condition(latent, vae, image, 0, 1.5, 0)
     with pytest.raises(ValueError, match="1 \\+ 8·k frames: use 1 or 9"):
@@ -301,6 +308,71 @@ def test_sampler_reports_progress_keeps_conditions_and_can_be_cancelled(comfy):
         ValueError, match=r"\(1, 16, 2, 2, 2\) \(16 channels, 5-D\); an LTX-Video latent video is \(batch, 128, frames"
     ):
         sampler.sample(model, positive, negative, {"samples": torch.zeros(1, 16, 2, 2, 2)}, *args[4:])
+    comfy.interrupt_after = None
+    (between,) = nodes.LTXPackImageCondition().condition(latent, vae, torch.rand(1, 64, 64, 3), 3, 1.0, 0)
+    with pytest.raises(ValueError) as error:  # 0.9.1 keeps conditions in place
+        sampler.sample(model, positive, negative, between, *args[4:])
+    _assert_in_node_words(str(error.value), "frame 3, but this 0.9.1 model writes conditions in place")
+    _assert_in_node_words(str(error.value), "set that node's frame to 0 or 8")
+
+
+def _keyframes(checkpoint: str, last: int, seed: int = 5, steps: int = 3):
+    """EmptyLatent → ImageCondition(frame 0) → ImageCondition(`last`) → Sampler on `checkpoint`, 25
+    frames of 64×64. Returns the sampler's latents and what the core needs to redo it."""
+    model, vae = nodes.LTXPackModelLoader().load(checkpoint, FROM_MODEL, "default", "default")
+    (encoder,) = nodes.LTXPackTextEncoderLoader().load(T5, "default", "default")
+    positive, negative = nodes.LTXPackTextEncode().encode(encoder, "a red fox", "blurry", 16)
+    images = torch.rand(2, 1, 64, 64, 3, generator=torch.Generator().manual_seed(3))
+    (latent,) = nodes.LTXPackEmptyLatentVideo().make(64, 64, 25, 1)
+    for image, frame in zip(images, (0, last), strict=True):
+        (latent,) = nodes.LTXPackImageCondition().condition(latent, vae, image, frame, 1.0, 29)
+    args = (model, positive, negative, latent, seed, steps, 3.0, "auto", 25.0, 1.0)
+    (out,) = nodes.LTXPackSampler().sample(*args)
+    text = nodes.types.from_conditioning(positive, negative, model.module.dtype)
+    return out["samples"], model, vae, images, latent, text
+
+
+def _core_sample(model, latent, text, conditions, seed: int = 5, steps: int = 3, **layout) -> torch.Tensor:
+    core = pack.ltx_core
+    samples = latent["samples"]
+    generator = core.sampling.noise.seeded_generator(seed)
+    noise = core.sampling.noise.draw_noise(tuple(samples.shape), generator)
+    sigmas = core.sampling.schedule.make_schedule(model.defaults.schedule, steps, samples[0, 0].numel())
+    with torch.inference_mode():
+        return core.sample(
+            model.module, noise, sigmas, text, guidance_scale=3.0, conditions=conditions, generator=generator, **layout
+        )
+
+
+@pytest.mark.parametrize("last", [-1, 13])
+def test_keyframes_follow_the_release_095(comfy, last):
+    out, model, vae, images, latent, text = _keyframes(CHECKPOINT_095, last)
+    assert model.release == "0.9.5+"
+    core = pack.ltx_core
+    with torch.inference_mode():  # encoded as keyframes_to_video encodes them
+        encoded = [
+            vae.module.encode(
+                core.media.video_tensor_from_frames(
+                    core.media.compress_like_h264(core.media.resize_and_crop(image, 64, 64), 29)
+                )
+            ).float()
+            for image in images
+        ]
+    conditions = [core.FrameCondition(encoded[0], 0), core.FrameCondition(encoded[1], 24 if last < 0 else last)]
+    expected = _core_sample(model, latent, text, conditions, layout="appended", cond_noise_scale=0.15)
+    assert out.shape == latent["samples"].shape  # the appended tokens are dropped
+    assert torch.allclose(out, expected, atol=1e-5, rtol=0), (out - expected).abs().max()
+    if last < 0:  # negative control: the old nodes wrote the last frame in place
+        in_place = core.latent_guides.conditions_from_mask(latent["samples"], latent["noise_mask"])
+        old = _core_sample(model, latent, text, in_place, initial=latent["samples"])
+        assert (out - old).abs().max() > 1e-2
+
+
+def test_keyframes_stay_in_place_for_091(comfy):
+    out, model, _, _, latent, text = _keyframes(CHECKPOINT, -1)
+    assert model.release == "0.9.1" and latent["noise_mask"].flatten().tolist() == [0.0, 1.0, 1.0, 0.0]
+    in_place = pack.ltx_core.latent_guides.conditions_from_mask(latent["samples"], latent["noise_mask"])
+    assert torch.equal(out, _core_sample(model, latent, text, in_place, initial=latent["samples"]))
 
 
 def test_memory_modes_reach_the_memory_manager(comfy, monkeypatch):

@@ -23,6 +23,7 @@ from tiny import (
 )
 
 CHECKPOINT = "ltx-video-2b-v0.9.1.safetensors"
+CHECKPOINT_095 = "ltx-video-2b-v0.9.5.safetensors"  # 0.9.5 VAE layout + causal RoPE: appended conditions
 GGUF = "ltx-video-2b-v0.9.1-Q8_0.gguf"
 VAE = "ltx-video-2b-v0.9.1-vae.safetensors"
 T5 = "t5xxl_fp16.safetensors"
@@ -31,21 +32,24 @@ IMAGES = ("example.png", "first_frame.png", "last_frame.png")
 T5_VOCAB = 32128  # T5-XXL's: ids from ComfyUI's bundled T5 tokenizer (32,100 pieces) fit
 
 
-def _transformer_tensors() -> tuple[object, dict[str, torch.Tensor]]:
+def _transformer_tensors(causal: bool = False) -> tuple[object, dict[str, torch.Tensor]]:
     from ltx_core import LTXVideoTransformer
 
     cfg = dataclasses.replace(
-        tiny_transformer_config(heads=32, head_dim=2, layers=1), in_channels=128, out_channels=128, caption_channels=32
+        tiny_transformer_config(heads=32, head_dim=2, layers=1, causal=causal),
+        in_channels=128,
+        out_channels=128,
+        caption_channels=32,
     )
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in LTXVideoTransformer(cfg).state_dict().items()}
     return cfg, random_state_dict(shapes, 31)
 
 
-def _vae_tensors() -> tuple[dict, dict[str, torch.Tensor]]:
+def _vae_tensors(layout: str = "0.9.1") -> tuple[dict, dict[str, torch.Tensor]]:
     from ltx_core import VAEConfig, VideoVAE
 
-    metadata = {**TINY_VAE_LAYOUTS["0.9.1"][0], "latent_channels": 128}
+    metadata = {**TINY_VAE_LAYOUTS[layout][0], "latent_channels": 128}
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in VideoVAE(VAEConfig.from_metadata(metadata)).state_dict().items()}
     return metadata, random_vae_state_dict(shapes, 32)
@@ -91,6 +95,14 @@ def write_comfy_models(models: Path) -> dict[str, Path]:
     }
     config = json.dumps({"transformer": cfg.to_metadata(), "vae": vae_metadata})
     save_file(single, models / "checkpoints" / CHECKPOINT, metadata={"config": config})
+    cfg_095, transformer_095 = _transformer_tensors(causal=True)
+    vae_metadata_095, vae_095 = _vae_tensors("0.9.5")
+    single_095 = {
+        **{f"model.diffusion_model.{k}": v for k, v in transformer_095.items()},
+        **{f"vae.{k}": v for k, v in vae_095.items()},
+    }
+    config_095 = json.dumps({"transformer": cfg_095.to_metadata(), "vae": vae_metadata_095})
+    save_file(single_095, models / "checkpoints" / CHECKPOINT_095, metadata={"config": config_095})
     save_file(vae, models / "vae" / VAE, metadata={"config": json.dumps({"vae": vae_metadata})})
     _write_gguf(models / "diffusion_models" / GGUF, transformer)
     t5 = _t5_tensors()

@@ -95,6 +95,12 @@ def check_fits(cond: FrameCondition, shape: Sequence[int], *, appended: bool = F
         )
 
 
+def appended_token_count(conditions: Sequence[FrameCondition]) -> int:
+    """How many tokens the appended layout puts in front of the video's: the first (up to
+    PREFIX_LATENT_FRAMES) latent frames of each condition after frame 0."""
+    return sum(c.latents[0, 0, :PREFIX_LATENT_FRAMES].numel() for c in conditions if c.frame != 0)
+
+
 def condition_latents(
     shape: Sequence[int], conditions: Sequence[FrameCondition], device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:

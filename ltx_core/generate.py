@@ -23,10 +23,21 @@ import torch
 
 from .hub import DEFAULT_REPO, TOKENIZER_FILES, HubError, HubRef, Plan, check_space, describe, fetch, parse_ref, plan
 from .loading.errors import CheckpointError
-from .preflight import MODEL_CHECKS, UsageError, check_device, check_exists, check_output, check_settings
+from .preflight import (
+    DEFAULT_OVERLAP,
+    MODEL_CHECKS,
+    Inputs,
+    UsageError,
+    check_device,
+    check_exists,
+    check_output,
+    check_settings,
+    or_default,
+    read_inputs,
+)
 
 if TYPE_CHECKING:
-    from .pipeline import Models
+    from .pipeline import Keyframe, Models, Settings
 
 log = logging.getLogger("ltx_core.generate")  # not __name__: that is "__main__" under `python -m`
 
@@ -109,10 +120,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     video.add_argument(
         "--image-strength", type=float, help="0–1: how exactly the first frame keeps the image (default: 1)"
     )
+    video.add_argument(
+        "--keyframe",
+        action="append",
+        metavar="PATH[@FRAME][:STRENGTH]",
+        help="keep this image or short clip (1 + 8·k frames) from FRAME on (negative counts from the end: -1 is "
+        "the last frame) with STRENGTH 0–1; repeatable, combines with --image (default: none; FRAME 0, STRENGTH 1)",
+    )
+    video.add_argument("--video", type=Path, help="re-generate this video (its first --frames frames) (default: none)")
+    video.add_argument(
+        "--strength",
+        type=float,
+        help="above 0 to 1: how much of --video is re-generated; lower keeps more of it (default: 0.6)",
+    )
+    video.add_argument(
+        "--extend",
+        type=Path,
+        metavar="VIDEO",
+        help="continue this video by --frames new frames minus the overlap; the output is the joined video "
+        "(default: none)",
+    )
+    video.add_argument(
+        "--extend-direction",
+        choices=("forward", "backward"),
+        help="forward: after its last frame; backward: before its first (default: forward)",
+    )
+    video.add_argument(
+        "--extend-overlap",
+        type=int,
+        help=f"frames shared with the old video, 1 + 8·k (default: {DEFAULT_OVERLAP}, or fewer when --frames or the "
+        "video is shorter)",
+    )
+    video.add_argument(
+        "--extend-strength", type=float, help="0–1: how exactly the new video keeps the overlap (default: 1)"
+    )
     video.add_argument("--width", type=int, default=768, help="pixels, a multiple of 32 (default: %(default)s)")
     video.add_argument("--height", type=int, default=512, help="pixels, a multiple of 32 (default: %(default)s)")
     video.add_argument("--frames", type=int, default=121, help="1 + 8·k frames (default: %(default)s)")
-    video.add_argument("--fps", type=float, help="frame rate, above 0 (default: the release's, 25)")
+    video.add_argument(
+        "--fps", type=float, help="frame rate, above 0 (default: that of --video or --extend, else the release's, 25)"
+    )
     sampling = p.add_argument_group("sampling")
     sampling.add_argument("--steps", type=int, help="sampling steps, at least 1 (default: the release's, 40)")
     sampling.add_argument(
@@ -237,10 +284,10 @@ def generate(args: argparse.Namespace) -> int:
     if device.type == "cpu" and args.device is None:
         log.warning("no GPU found: generating on the CPU, which is slow at full size (try --width 512 --height 320)")
     check_output(args.output)
-    image = _read_image(args.image)
+    inputs = read_inputs(args)
     models = load_models(fetch_models(args), args)
     try:
-        frames, fps = sample_video(models, args, device, image)
+        frames, fps = sample_video(models, args, device, inputs)
     except torch.OutOfMemoryError as error:
         advice = "Try --memory low_vram, or a smaller --width, --height or --frames"
         log.error("error: out of memory on %s (%s). %s", device, str(error).splitlines()[0], advice)
@@ -266,14 +313,14 @@ def load_models(paths: dict[str, Path], args: argparse.Namespace) -> Models:
 
 
 def sample_video(
-    models: Models, args: argparse.Namespace, device: torch.device, image: torch.Tensor | None
+    models: Models, args: argparse.Namespace, device: torch.device, inputs: Inputs
 ) -> tuple[torch.Tensor, float]:
     """Frames (1, T, H, W, 3) in [0, 1] and their frame rate; the release's defaults fill the gaps."""
     from .defaults import defaults_for
-    from .pipeline import Settings, image_to_video, text_to_video
+    from .pipeline import Settings, extend_video, text_to_video, video_to_video
 
     defaults = defaults_for(models.release)
-    steps, fps = args.steps or defaults.steps, args.fps or defaults.frame_rate
+    steps, fps = args.steps or defaults.steps, args.fps or inputs.fps or defaults.frame_rate
     settings = Settings(
         width=args.width,
         height=args.height,
@@ -287,17 +334,48 @@ def sample_video(
     )
     size = f"{args.width}×{args.height}, {args.frames} frames, {steps} steps"
     log.info("LTX-Video %s on %s: %s", models.release, device, size)
-    log.info("encoding the prompt%s …", " and the image" if image is not None else "")
+    log.info("encoding the prompt%s …", f" and {inputs.what}" if inputs.what else "")
     bar = ProgressBar(args.frames)
     hook = models.transformer.register_forward_pre_hook(bar.start)  # sampling starts at its first call
+    prompts = (args.prompt, args.negative_prompt)
     try:
-        if image is None:
-            return text_to_video(models, args.prompt, args.negative_prompt, settings, on_step=bar), fps
-        strength = 1.0 if args.image_strength is None else args.image_strength
-        prompts = (args.prompt, args.negative_prompt)
-        return image_to_video(models, image, *prompts, settings, strength=strength, on_step=bar), fps
+        if inputs.extend is not None:
+            direction, strength = args.extend_direction or "forward", or_default(args.extend_strength, 1.0)
+            extended = extend_video(
+                models,
+                inputs.extend,
+                *prompts,
+                settings,
+                direction=direction,
+                overlap=inputs.overlap,
+                strength=strength,
+                on_step=bar,
+            )
+            return extended, fps
+        if inputs.video is not None:
+            return video_to_video(
+                models, inputs.video, *prompts, settings, denoise=or_default(args.strength, 0.6), on_step=bar
+            ), fps
+        if inputs.keyframes:
+            return _keyframes(models, inputs.keyframes, prompts, settings, bar), fps
+        return text_to_video(models, *prompts, settings, on_step=bar), fps
     finally:
         hook.remove()
+
+
+def _keyframes(
+    models: Models, keyframes: list[Keyframe], prompts: tuple[str, str], settings: Settings, bar: ProgressBar
+) -> torch.Tensor:
+    """keyframes_to_video, with the release's placement rule (known only once the models are loaded:
+    0.9.0 / 0.9.1 keep keyframes at multiples of 8) said in this command's words."""
+    from .pipeline import keyframes_to_video
+
+    try:
+        return keyframes_to_video(models, keyframes, *prompts, settings, on_step=bar)
+    except ValueError as error:
+        if "frame 0 or a multiple of" not in str(error):
+            raise
+        raise UsageError(f"--keyframe: LTX-Video {models.release} {error}; give FRAME as such a number") from error
 
 
 def write(frames: torch.Tensor, fps: float, args: argparse.Namespace) -> int:
@@ -330,18 +408,6 @@ def _keep(frames: torch.Tensor, fps: float, args: argparse.Namespace) -> Path:
         path = folder / f"{stem}.npy"
         np.save(path, (frames.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
         return path
-
-
-def _read_image(path: Path | None) -> torch.Tensor | None:
-    from .media import read_image
-
-    if path is None:
-        return None
-    check_exists("--image", path, "a picture (PNG, JPEG or WebP)")
-    try:
-        return read_image(path)
-    except (ValueError, OSError) as error:
-        raise UsageError(f"--image: {error}") from error
 
 
 def fetch_models(args: argparse.Namespace) -> dict[str, Path]:

@@ -1,5 +1,6 @@
 """The command line's checks, made before anything is downloaded or loaded: every setting's range, the
-device, the output path and what each model file holds (read from its header, no weights).
+device, the output path, what each model file holds (read from its header, no weights) and the conditioning
+inputs (--image, --keyframe, --video, --extend: read and checked against --frames).
 
 With real weights loading takes minutes, so a mistake found only at load (or after generating, when
 the video is written) costs the user that long. Every error here is a UsageError whose message names
@@ -11,9 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,7 +25,10 @@ from .loading.detect import Component, diffusers_component_dir, find_components,
 from .loading.errors import CheckpointError
 from .loading.gguf import read_gguf
 from .loading.safetensors import read_header
-from .types import check_frames, check_spatial
+from .types import VAE_TEMPORAL_SCALE, check_frames, check_spatial
+
+if TYPE_CHECKING:
+    from .pipeline import Keyframe
 
 # option → (attribute, valid?, the rule and what to do), checked when the option was given
 NUMBER_RULES: dict[str, tuple[str, Callable[[float], bool], str]] = {
@@ -38,11 +45,22 @@ NUMBER_RULES: dict[str, tuple[str, Callable[[float], bool], str]] = {
         lambda v: 0 <= v <= 1,
         "runs from 0 (the image is only a hint) to 1 (kept exactly as the first frame)",
     ),
+    "--strength": (
+        "strength",
+        lambda v: 0 < v <= 1,
+        "runs above 0 to 1: how much of --video is re-generated (0.3 keeps its look, 1 keeps nothing; default 0.6)",
+    ),
+    "--extend-strength": (
+        "extend_strength",
+        lambda v: 0 <= v <= 1,
+        "runs from 0 (the overlap is only a hint) to 1 (the overlap is kept exactly; the default)",
+    ),
     "--seed": ("seed", lambda v: 0 <= v < 2**64, "is a number from 0 to 2^64 − 1"),
     "--width": ("width", lambda v: v >= 32, "needs at least 32 pixels, in multiples of 32 (default 768)"),
     "--height": ("height", lambda v: v >= 32, "needs at least 32 pixels, in multiples of 32 (default 512)"),
     "--frames": ("frames", lambda v: v >= 1, "needs at least 1 frame, in the form 1 + 8·k (default 121)"),
 }
+DEFAULT_OVERLAP = 17  # extend_video's default: two latent frames shared with the old video
 # device type → (is it usable here?, what to do otherwise)
 DEVICES: dict[str, tuple[Callable[[], bool], str]] = {
     "cpu": (lambda: True, ""),
@@ -80,6 +98,82 @@ def check_settings(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag}: {error}") from error
     if args.image_strength is not None and args.image is None:
         raise UsageError("--image-strength is given without --image: add --image PICTURE, or leave it out")
+    check_conditioning(args)
+
+
+# option → the option it belongs to, as (attribute, flag) pairs
+NEEDS = {
+    ("strength", "--strength"): ("video", "--video VIDEO"),
+    ("extend_strength", "--extend-strength"): ("extend", "--extend VIDEO"),
+    ("extend_overlap", "--extend-overlap"): ("extend", "--extend VIDEO"),
+    ("extend_direction", "--extend-direction"): ("extend", "--extend VIDEO"),
+}
+KEYFRAME_FORM = "PATH[@FRAME][:STRENGTH], e.g. --keyframe end.png@-1:0.8"
+MEDIA = "an image (PNG, JPEG or WebP) or a short video (mp4, webm, mov, …)"
+
+
+def check_conditioning(args: argparse.Namespace) -> None:
+    """The conditioning options without reading any file: each tuning option comes with its input,
+    one kind of input at a time (keyframes and --image together), keyframes at frames of the video
+    with strengths in 0–1, and an --extend-overlap of 1 + 8·k frames that fits --frames."""
+    for (name, flag), (needed, needed_flag) in NEEDS.items():
+        if getattr(args, name) is not None and getattr(args, needed) is None:
+            raise UsageError(f"{flag} is given without {needed_flag.split()[0]}: add {needed_flag}, or leave it out")
+    given = [
+        flag
+        for flag, value in (
+            ("--image/--keyframe", args.image or args.keyframe),
+            ("--video", args.video),
+            ("--extend", args.extend),
+        )
+        if value
+    ]
+    if len(given) > 1:
+        raise UsageError(
+            f"{' and '.join(given)} are given together: each is a different way to start, so give one of them "
+            "(--image and --keyframe may be combined)"
+        )
+    for text in args.keyframe or ():
+        _, frame, strength = parse_keyframe(text)
+        if not -args.frames <= frame < args.frames:
+            raise UsageError(
+                f"--keyframe {text}: frame {frame} is outside the video's {args.frames} frames (--frames); use 0 to "
+                f"{args.frames - 1}, or count from the end with -1 (the last frame) to -{args.frames}"
+            )
+        if not 0 <= strength <= 1:
+            raise UsageError(
+                f"--keyframe {text}: strength {strength:g} runs from 0 (only a hint) to 1 (kept exactly; the default)"
+            )
+    if args.extend_overlap is not None:
+        overlap = args.extend_overlap
+        if overlap < 1 or (overlap - 1) % VAE_TEMPORAL_SCALE or overlap > args.frames:
+            below = 1 + max(0, min(overlap, args.frames) - 1) // VAE_TEMPORAL_SCALE * VAE_TEMPORAL_SCALE
+            raise UsageError(
+                f"--extend-overlap {overlap}: the overlap is 1 + 8·k frames (1, 9, 17, …) and at most --frames "
+                f"({args.frames}): use {below}"
+            )
+
+
+def parse_keyframe(text: str) -> tuple[Path, int, float]:
+    """`PATH[@FRAME][:STRENGTH]` → (path, frame, strength); a path that exists as written is taken whole
+    (so a file name may hold "@" or ":"). Frame defaults to 0, strength to 1."""
+    if Path(text).exists():
+        return Path(text), 0, 1.0
+    match = re.fullmatch(r"(?P<path>.+?)(?:@(?P<frame>[^@:]*))?(?::(?P<strength>[^@:]*))?", text)
+    assert match is not None  # the path group alone matches any non-empty text
+    try:
+        frame = int(match["frame"]) if match["frame"] is not None else 0
+    except ValueError:
+        raise UsageError(
+            f"--keyframe {text}: FRAME {match['frame']!r} is not a whole number; {KEYFRAME_FORM}"
+        ) from None
+    try:
+        strength = float(match["strength"]) if match["strength"] is not None else 1.0
+    except ValueError:
+        raise UsageError(
+            f"--keyframe {text}: STRENGTH {match['strength']!r} is not a number; {KEYFRAME_FORM}"
+        ) from None
+    return Path(match["path"]), frame, strength
 
 
 def check_device(name: str | None) -> torch.device:
@@ -183,3 +277,137 @@ MODEL_CHECKS: dict[str, Callable[[Path], object]] = {
     "text_encoder": check_text_encoder,
     "tokenizer": check_tokenizer,
 }
+
+
+def read_keyframe(text: str, path: Path, frame: int, frames: int) -> torch.Tensor:
+    """The --keyframe file as an image (H, W, 3) or a clip (T, H, W, 3) of 1 + 8·k frames, in [0, 1], that
+    fits the video's `frames` from `frame` on (negative: from the end)."""
+    from .media import read_image
+
+    check_exists("--keyframe", path, f"{MEDIA} as {KEYFRAME_FORM}")
+    try:
+        pixels = read_image(path)
+    except (ValueError, OSError):
+        pixels, _ = read_video_file("--keyframe", path, MEDIA)
+        if pixels.shape[0] == 1:
+            pixels = pixels[0]
+    if pixels.ndim == 4:
+        length = pixels.shape[0]
+        if (length - 1) % VAE_TEMPORAL_SCALE:
+            usable = 1 + (length - 1) // VAE_TEMPORAL_SCALE * VAE_TEMPORAL_SCALE
+            raise UsageError(
+                f"--keyframe {text}: the clip has {length} frames; a clip keyframe needs 1 + 8·k frames "
+                f"(1, 9, 17, …): trim it to {usable}"
+            )
+        start = frame if frame >= 0 else frames + frame
+        if start < 0 or start + length > frames:
+            raise UsageError(
+                f"--keyframe {text}: the clip's {length} frames from frame {start} run past the video's {frames} "
+                f"frames (--frames): start it at {frames - length} or earlier (-{length} puts it at the end), "
+                "or make --frames longer"
+            )
+    return pixels
+
+
+def read_video_file(
+    flag: str, path: Path, what: str = "a video file (mp4, webm, mov, …)"
+) -> tuple[torch.Tensor, float]:
+    """Frames (T, H, W, 3) in [0, 1] and the frame rate of the video `flag` names; a UsageError naming
+    the flag when it is missing or cannot be decoded as a video."""
+    from .media import read_video
+
+    check_exists(flag, path, what)
+    try:
+        return read_video(path)
+    except (ValueError, OSError) as error:
+        if flag == "--keyframe":  # neither an image nor a video: say both
+            raise UsageError(f"{flag} {path}: cannot be read as an image or a video. Give {what}") from error
+        raise UsageError(f"{flag}: {error}") from error
+
+
+def _read_image(path: Path | None) -> torch.Tensor | None:
+    from .media import read_image
+
+    if path is None:
+        return None
+    check_exists("--image", path, "a picture (PNG, JPEG or WebP)")
+    try:
+        return read_image(path)
+    except (ValueError, OSError) as error:
+        raise UsageError(f"--image: {error}") from error
+
+
+@dataclass
+class Inputs:
+    """What the conditioning options hold, read and checked: keyframes (--image's first), the --video
+    to re-generate or the video to --extend (T, H, W, 3) in [0, 1] with its overlap, and its frame rate."""
+
+    keyframes: list[Keyframe] = field(default_factory=list)
+    video: torch.Tensor | None = None
+    extend: torch.Tensor | None = None
+    overlap: int = DEFAULT_OVERLAP
+    fps: float | None = None
+    what: str = ""  # for the log: "the image", "2 keyframes", …
+
+
+def read_inputs(args: argparse.Namespace) -> Inputs:
+    """Read every file of --image, --keyframe, --video and --extend (the options themselves were
+    checked by check_settings) and check what only the files tell: lengths and kinds."""
+    from .pipeline import Keyframe
+
+    inputs = Inputs()
+    if (image := _read_image(args.image)) is not None:
+        inputs.keyframes.append(Keyframe(image, 0, or_default(args.image_strength, 1.0)))
+        inputs.what = "the image"
+    for text in args.keyframe or ():
+        path, frame, strength = parse_keyframe(text)
+        inputs.keyframes.append(Keyframe(read_keyframe(text, path, frame, args.frames), frame, strength))
+    if args.keyframe:
+        inputs.what = f"{len(inputs.keyframes)} keyframe{'s' * (len(inputs.keyframes) > 1)}"
+    if args.video is not None:
+        video, inputs.fps = read_video_file("--video", args.video)
+        if video.shape[0] < args.frames:
+            usable = 1 + (video.shape[0] - 1) // VAE_TEMPORAL_SCALE * VAE_TEMPORAL_SCALE
+            raise UsageError(
+                f"--video {args.video}: has {video.shape[0]} frames, fewer than --frames {args.frames}: "
+                f"set --frames {usable} (or fewer)"
+            )
+        inputs.video, inputs.what = video[: args.frames], "the video"
+    if args.extend is not None:
+        inputs.extend, inputs.fps = _read_extend(args)
+        inputs.overlap, inputs.what = _overlap(args, inputs.extend.shape[0]), "the video's overlap"
+    return inputs
+
+
+def _read_extend(args: argparse.Namespace) -> tuple[torch.Tensor, float]:
+    """The --extend video; a picture is refused (av would read it as a one-frame video)."""
+    from .media import read_image
+
+    check_exists("--extend", args.extend, "a video file (mp4, webm, mov, …)")
+    try:
+        read_image(args.extend)
+    except (ValueError, OSError):
+        return read_video_file("--extend", args.extend)
+    raise UsageError(
+        f"--extend {args.extend}: is a picture, not a video; give a video file (mp4, webm, mov, …), "
+        "or start from the picture with --image"
+    )
+
+
+def _overlap(args: argparse.Namespace, length: int) -> int:
+    """--extend-overlap, checked against the old video's `length`; by default 17, or the most that
+    --frames and the video allow."""
+    usable = 1 + (min(length, args.frames) - 1) // VAE_TEMPORAL_SCALE * VAE_TEMPORAL_SCALE
+    if args.extend_overlap is None:
+        return min(DEFAULT_OVERLAP, usable)
+    if args.extend_overlap > length:
+        raise UsageError(
+            f"--extend-overlap {args.extend_overlap}: --extend {args.extend} has only {length} frames; "
+            f"use {usable} or fewer"
+        )
+    return args.extend_overlap
+
+
+def or_default(value: float | None, default: float) -> float:
+    """`value`, or `default` for an option left out."""
+    return default if value is None else value

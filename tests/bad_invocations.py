@@ -87,6 +87,33 @@ BAD: list[Bad] = [
     Bad(("--tokenizer", "{tmp}/no-tokenizer"), ("--tokenizer", "no such file", "spiece.model")),
     Bad(("--image", "{tmp}/no.png"), ("--image", "no such file", "PNG")),
     Bad(("--image", "{garbage}"), ("--image", "cannot be decoded as an image", "PNG")),
+    # conditioning: --keyframe, --video, --extend
+    Bad(("--keyframe", "{tmp}/no.png@-1"), ("--keyframe", "no such file", "PNG", "PATH[@FRAME][:STRENGTH]"), real=True),
+    Bad(("--keyframe", "{garbage}"), ("--keyframe", "cannot be read as an image or a video", "PNG", "mp4")),
+    Bad(("--keyframe", "{image}@9"), ("--keyframe", "frame 9 is outside the video's 9 frames", "use 0 to 8", "-1")),
+    Bad(("--keyframe", "{image}@-10"), ("--keyframe", "frame -10 is outside", "-1 (the last frame) to -9")),
+    Bad(("--keyframe", "{image}@last"), ("--keyframe", "FRAME 'last' is not a whole number", "@FRAME")),
+    Bad(("--keyframe", "{image}:1.5"), ("--keyframe", "strength 1.5", "0 (only a hint) to 1")),
+    Bad(("--keyframe", "{image}@0:high"), ("--keyframe", "STRENGTH 'high' is not a number", ":STRENGTH")),
+    Bad(("--keyframe", "{image}@3"), ("--keyframe", "multiple of 8", "use 0 or 8"), before_loading=False),
+    Bad(("--keyframe", "{clip}@4"), ("--keyframe", "run past the video's 9 frames", "start it at 0")),
+    Bad(("--keyframe", "{image}", "--extend", "{clip}"), ("--image/--keyframe and --extend", "give one of them")),
+    Bad(("--video", "{clip}", "--frames", "17"), ("--video", "has 9 frames", "set --frames 9")),
+    Bad(("--video", "{clip}", "--strength", "0"), ("--strength 0", "above 0 to 1")),
+    Bad(("--strength", "0.5"), ("--strength", "add --video VIDEO")),
+    Bad(("--video", "{garbage}"), ("--video", "cannot be decoded as video")),
+    Bad(("--extend", "{tmp}/no.mp4"), ("--extend", "no such file", "mp4")),
+    Bad(("--extend", "{garbage}"), ("--extend", "cannot be decoded as video"), real=True),
+    Bad(("--extend", "{image}"), ("--extend", "is a picture, not a video", "--image")),
+    Bad(("--extend", "{clip}", "--extend-direction", "sideways"), ("--extend-direction", "invalid choice", "backward")),
+    Bad(("--extend", "{clip}", "--extend-overlap", "8"), ("--extend-overlap 8", "1 + 8·k", "use 1")),
+    Bad(("--extend", "{clip}", "--extend-overlap", "17"), ("--extend-overlap 17", "at most --frames (9)", "use 9")),
+    Bad(
+        ("--extend", "{clip}", "--frames", "25", "--extend-overlap", "17"),
+        ("--extend-overlap 17", "has only 9 frames", "use 9"),
+    ),
+    Bad(("--extend", "{clip}", "--extend-strength", "2"), ("--extend-strength 2", "from 0")),
+    Bad(("--extend-overlap", "9"), ("--extend-overlap", "add --extend VIDEO")),
     Bad(("--checkpoint", "{t5_file}"), ("--checkpoint", "contains a T5 text encoder", "as --text-encoder"), real=True),
     Bad(("--text-encoder", "{checkpoint}"), ("--text-encoder", "an LTX-Video transformer", "as --checkpoint")),
     Bad(("--vae", "{t5_file}"), ("--vae", "contains a T5 text encoder", "as --text-encoder")),
@@ -136,8 +163,11 @@ BAD: list[Bad] = [
 def write_fixtures(folder: Path, tiny: dict[str, Path]) -> dict[str, str]:
     """The files the entries name, derived from write_tiny_checkpoints' output `tiny`."""
     import numpy as np
+    import torch
     from PIL import Image
     from safetensors.torch import load_file, save_file
+
+    from ltx_core.media import write_mp4
 
     folder.mkdir(parents=True, exist_ok=True)
     tensors = load_file(tiny["checkpoint"])
@@ -155,6 +185,7 @@ def write_fixtures(folder: Path, tiny: dict[str, Path]) -> dict[str, str]:
     (folder / "empty").mkdir(exist_ok=True)
     pixels = (np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8)
     Image.fromarray(pixels).save(folder / "start.png")
+    write_mp4(folder / "clip.mp4", torch.rand(9, 64, 64, 3, generator=torch.Generator().manual_seed(0)), 25)
     return {
         "checkpoint": str(tiny["checkpoint"]),
         "t5": str(tiny["text_encoder"]),
@@ -165,6 +196,7 @@ def write_fixtures(folder: Path, tiny: dict[str, Path]) -> dict[str, str]:
         "garbage": str(folder / "garbage.png"),
         "empty": str(folder / "empty"),
         "image": str(folder / "start.png"),
+        "clip": str(folder / "clip.mp4"),
         "tmp": str(folder),
     }
 

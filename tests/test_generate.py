@@ -82,6 +82,43 @@ def test_command_line_writes_an_mp4(files, tmp_path, capsys):
     assert capsys.readouterr().err == ""  # --quiet: nothing but errors
 
 
+def test_command_line_keyframes_video_and_extend(files, tmp_path):
+    """Each conditioning option end to end: the mp4 has the length the option promises."""
+    from ltx_core.media import write_mp4
+
+    common = [
+        "--prompt",
+        "a fox",
+        "--checkpoint",
+        str(files["checkpoint"]),
+        "--text-encoder",
+        str(files["text_encoder"]),
+    ]
+    common += ["--width", "64", "--height", "96", "--steps", "1", "--device", "cpu", "--dtype", "fp32", "--quiet"]
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((40, 30, 3)) * 255).astype(np.uint8)).save(tmp_path / "start.png")
+    Image.fromarray((rng.random((40, 30, 3)) * 255).astype(np.uint8)).save(tmp_path / "end.png")
+    write_mp4(tmp_path / "clip.mp4", torch.rand(9, 96, 64, 3, generator=torch.Generator().manual_seed(0)), 25)
+
+    # --image at frame 0, a 9-frame clip from frame 8, a picture at the last frame (24) kept at 0.8
+    keyed = tmp_path / "keyed.mp4"
+    keys = ["--image", str(tmp_path / "start.png"), "--keyframe", f"{tmp_path / 'clip.mp4'}@8"]
+    keys += ["--keyframe", f"{tmp_path / 'end.png'}@-1:0.8", "--frames", "25"]
+    assert main([*common, *keys, "--output", str(keyed)]) == 0
+    assert read_video(keyed)[0].shape == (25, 96, 64, 3)
+
+    # 17 new frames before the 25, sharing 9: 25 + 17 − 9
+    extended = tmp_path / "extended.mp4"
+    how = ["--extend", str(keyed), "--extend-direction", "backward", "--extend-overlap", "9", "--frames", "17"]
+    assert main([*common, *how, "--extend-strength", "0.9", "--output", str(extended)]) == 0
+    assert read_video(extended)[0].shape == (33, 96, 64, 3)
+
+    # the first 17 frames of the 25, re-generated
+    again = tmp_path / "again.mp4"
+    assert main([*common, "--video", str(keyed), "--strength", "0.5", "--frames", "17", "--output", str(again)]) == 0
+    assert read_video(again)[0].shape == (17, 96, 64, 3)
+
+
 def test_default_release_comes_from_the_hub(tmp_path, capsys):
     """No model options: the default release is downloaded (the checkpoint file, text_encoder/ and the
     tokenizer/ beside it, nothing else of the repository) and cached; offline, the cache serves."""
@@ -148,7 +185,18 @@ def test_help_shows_every_option_its_default_and_what_is_required(capsys):
     text = capsys.readouterr().out
     parser_options = ["--prompt", "--checkpoint", "--vae", "--text-encoder", "--tokenizer", "--negative-prompt"]
     parser_options += ["--image", "--image-strength", "--width", "--height", "--frames", "--fps", "--steps"]
-    parser_options += ["--guidance", "--seed", "--dtype", "--device", "--memory", "--output", "--crf", "--quiet"]
+    parser_options += ["--keyframe", "--video", "--strength", "--extend", "--extend-direction", "--extend-overlap"]
+    parser_options += [
+        "--extend-strength",
+        "--guidance",
+        "--seed",
+        "--dtype",
+        "--device",
+        "--memory",
+        "--output",
+        "--crf",
+        "--quiet",
+    ]
     for option in parser_options:
         assert f"  {option} " in text or f"  {option}\n" in text, option
     assert "required:\n  --prompt" in text and text.count("(default:") >= len(parser_options) - 2

@@ -161,19 +161,16 @@ def parse_keyframe(text: str) -> tuple[Path, int, float]:
         return Path(text), 0, 1.0
     match = re.fullmatch(r"(?P<path>.+?)(?:@(?P<frame>[^@:]*))?(?::(?P<strength>[^@:]*))?", text)
     assert match is not None  # the path group alone matches any non-empty text
-    try:
-        frame = int(match["frame"]) if match["frame"] is not None else 0
-    except ValueError:
-        raise UsageError(
-            f"--keyframe {text}: FRAME {match['frame']!r} is not a whole number; {KEYFRAME_FORM}"
-        ) from None
-    try:
-        strength = float(match["strength"]) if match["strength"] is not None else 1.0
-    except ValueError:
-        raise UsageError(
-            f"--keyframe {text}: STRENGTH {match['strength']!r} is not a number; {KEYFRAME_FORM}"
-        ) from None
-    return Path(match["path"]), frame, strength
+
+    def field(name: str, parse: type, default: float, kind: str) -> float:
+        value = match[name.lower()]
+        try:
+            return parse(value) if value is not None else default
+        except ValueError:
+            raise UsageError(f"--keyframe {text}: {name} {value!r} is not {kind}; {KEYFRAME_FORM}") from None
+
+    frame = field("FRAME", int, 0, "a whole number")
+    return Path(match["path"]), frame, field("STRENGTH", float, 1.0, "a number")
 
 
 def check_device(name: str | None) -> torch.device:

@@ -81,6 +81,13 @@ def saved(server, name: str):
     return torch.load(server.base / "output" / f"{name}.pt", weights_only=True)
 
 
+def core_scheduler(latent: list) -> dict:
+    """Core's LTXVScheduler with its defaults (the released shift and terminal) for `latent`."""
+    return node(
+        "LTXVScheduler", steps=STEPS, max_shift=2.05, base_shift=0.95, stretch=True, terminal=0.1, latent=latent
+    )
+
+
 def decode_to_core_video(tiling: str, fps: float, prefix: str) -> dict:
     """Our decode of node "sample", then core's CreateVideo and SaveVideo (mp4, h264)."""
     return {
@@ -161,15 +168,7 @@ def test_core_empty_latent_and_scheduler_drive_our_sampler(comfy_server):
         **ours(),
         "core_empty": core_empty_latent(),
         "pack_empty": node("LTXPackEmptyLatentVideo", width=WIDTH, height=HEIGHT, length=LENGTH, batch_size=1),
-        "core_sigmas": node(
-            "LTXVScheduler",
-            steps=STEPS,
-            max_shift=2.05,
-            base_shift=0.95,
-            stretch=True,
-            terminal=0.1,
-            latent=["core_empty", 0],
-        ),
+        "core_sigmas": core_scheduler(["core_empty", 0]),
         "on_core": sampler(["core_empty", 0]),
         "on_ours": sampler(["pack_empty", 0]),
         "core_schedule": sampler(["core_empty", 0], sigmas=["core_sigmas", 0]),
@@ -212,15 +211,7 @@ def test_core_t5_img_to_video_and_scheduler_into_our_sampler_then_core_video_nod
             batch_size=1,
             strength=1.0,
         ),
-        "core_sigmas": node(
-            "LTXVScheduler",
-            steps=STEPS,
-            max_shift=2.05,
-            base_shift=0.95,
-            stretch=True,
-            terminal=0.1,
-            latent=["img2vid", 2],
-        ),
+        "core_sigmas": core_scheduler(["img2vid", 2]),
         "sample": sampler(["img2vid", 2], ["img2vid", 0], ["img2vid", 1], sigmas=["core_sigmas", 0]),
         **decode_to_core_video("off", 24.0, "core_nodes/i2v"),
         "save_text": save(["core_text", 0], "core_nodes_t5"),

@@ -11,6 +11,12 @@ ComfyUI's LTXVImgToVideo). For the 0.9.5+ "appended" layout (sampling/conditioni
 that is not at frame 0, an image between latent frames, or a clip must reach `sample()` as a
 `FrameCondition` of its own rather than through the mask: so the LATENT also carries the exact
 conditions in a list under `CONDITIONS_KEY`, and `guide_conditions` picks what the layout needs.
+
+ComfyUI's LTXVAddGuide appends conditions its own way: the guide's latent frames go after the video's
+in the LATENT (with their noise mask), and each token's pixel coordinates ride in the CONDITIONING as
+`keyframe_idxs`, which core's model puts on the last tokens; LTXVCropGuides cuts the frames off after
+sampling. `split_core_guides` turns such a latent back into the video and FrameConditions that carry
+those exact positions.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from .types import VAE_TEMPORAL_SCALE
 # The LATENT key under which the pack's image condition node records its FrameConditions, in order.
 # ComfyUI's own nodes ignore it (and most build a fresh dict, dropping it); our sampler reads it.
 CONDITIONS_KEY = "ltx_pack_conditions"
+# The LATENT key under which our sampler notes how many guide frames (from LTXVAddGuide) follow the
+# video's, so that our decode leaves them out when LTXVCropGuides did not (its output drops the key).
+GUIDE_FRAMES_KEY = "ltx_pack_guide_frames"
 
 
 def frame_index(frame: int, latent_frames: int) -> int:
@@ -76,10 +85,44 @@ def conditions_from_mask(latents: torch.Tensor, noise_mask: torch.Tensor | None)
             "conditions whole frames: give one value per latent frame, shape (1, 1, F, 1, 1)"
         )
     return [
-        FrameCondition(latents[:, :, k : k + 1], k * VAE_TEMPORAL_SCALE, float(1 - per_frame[k].clamp(0, 1)))
+        FrameCondition(
+            latents[:, :, k : k + 1], k * VAE_TEMPORAL_SCALE, float(1 - per_frame[k].clamp(0, 1)), in_place=True
+        )
         for k in range(f)
         if per_frame[k] < 1
     ]
+
+
+def split_core_guides(
+    latents: torch.Tensor, noise_mask: torch.Tensor | None, keyframe_idxs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None, list[FrameCondition]]:
+    """A LATENT built by LTXVAddGuide → (the video's latents, their noise mask, the guides). latents
+    (B, C, F + g, H, W) end in g guide frames whose (B, 3, g·H·W) pixel coordinates are `keyframe_idxs`;
+    each guide frame becomes a FrameCondition with those positions and strength 1 − its mask."""
+    b, _, f, h, w = latents.shape
+    if keyframe_idxs.ndim != 3 or keyframe_idxs.shape[1] != 3 or keyframe_idxs.shape[2] % (h * w):
+        raise ValueError(
+            f"the conditioning's keyframe_idxs {tuple(keyframe_idxs.shape)} do not fit latents "
+            f"{tuple(latents.shape)}: expected (B, 3, guide frames × {h * w}) as LTXVAddGuide writes them"
+        )
+    guides = keyframe_idxs.shape[2] // (h * w)
+    if guides >= f:
+        raise ValueError(
+            f"the conditioning names {guides} guide frames but the latent has only {f} frames; connect the "
+            "latent and the conditioning from the same LTXVAddGuide node"
+        )
+    if not (keyframe_idxs == keyframe_idxs[:1]).all():
+        raise ValueError("keyframe_idxs differ across the batch; LTX-Video guides sit at the same frames in each video")
+    mask = None if noise_mask is None else noise_mask.expand(b, 1, f, *noise_mask.shape[3:])
+    kept = [1.0] * guides if mask is None else [float(1 - mask[:, :, f - guides + j].amax()) for j in range(guides)]
+    coords = keyframe_idxs[0].to(torch.int64)
+    conditions = []
+    for j in range(guides):
+        where = coords[:, j * h * w : (j + 1) * h * w]
+        frame = latents[:, :, f - guides + j : f - guides + j + 1]
+        conditions.append(FrameCondition(frame, int(where[0].min()), min(max(kept[j], 0.0), 1.0), positions=where))
+    video_mask = None if mask is None else mask[:, :, : f - guides]
+    return latents[:, :, : f - guides], video_mask, conditions
 
 
 def guide_conditions(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..ltx_core.latent_guides import GUIDE_FRAMES_KEY
 from ..ltx_core.media import frames_from_video_tensor, video_tensor_from_frames
 from ..ltx_core.memory import vae_budget
 from ..ltx_core.types import LATENT_CHANNELS, VAE_SPATIAL_SCALE, check_video_shape, latent_frames
@@ -122,7 +123,9 @@ class LTXPackVAEDecode:
         device = vae.handle.load()
         generator = torch.Generator("cpu").manual_seed(seed)
         with bridge.interruptible(vae.module), torch.inference_mode():
-            latents = video_latents(samples, LATENT_CHANNELS, "LTX VAE Decode (pack)").to(device)
+            latents = video_latents(samples, LATENT_CHANNELS, "LTX VAE Decode (pack)")
+            guides = samples.get(GUIDE_FRAMES_KEY, 0)  # core's guide frames, when LTXVCropGuides did not cut them
+            latents = latents[:, :, : latents.shape[2] - guides].to(device)
             pixels = vae.module.decode(
                 latents,
                 decode_timestep,

@@ -5,17 +5,48 @@ from __future__ import annotations
 import torch
 
 from ..ltx_core import FrameCondition, sample
-from ..ltx_core.latent_guides import CONDITIONS_KEY, choose_sigmas, guide_conditions
+from ..ltx_core.latent_guides import (
+    CONDITIONS_KEY,
+    GUIDE_FRAMES_KEY,
+    choose_sigmas,
+    guide_conditions,
+    split_core_guides,
+)
 from ..ltx_core.memory import MEMORY_MODES, placed, transformer_activation_bytes
 from ..ltx_core.sampling.conditioning import appended_token_count
 from ..ltx_core.sampling.noise import draw_noise, seeded_generator
 from ..ltx_core.sampling.schedule import SCHEDULES
-from ..ltx_core.types import VAE_TEMPORAL_SCALE
+from ..ltx_core.types import LATENT_CHANNELS, VAE_TEMPORAL_SCALE
 from . import comfy_bridge as bridge
 from .types import CATEGORY, MODEL, Loaded, field, from_conditioning, video_latents
 
 AUTO = "auto"
 FROM_LOADER = "from loader"
+
+
+def _keyframe_idxs(positive: list) -> torch.Tensor | None:
+    """The guide positions core's LTXVAddGuide put in the CONDITIONING, if any."""
+    return positive[0][1].get("keyframe_idxs") if positive else None
+
+
+def _split_guides(model: Loaded, latent: dict, keyframe_idxs: torch.Tensor | None) -> tuple[dict, list]:
+    """A LATENT from core's LTXVAddGuide → (the video's LATENT, the guides as FrameConditions)."""
+    if keyframe_idxs is None:
+        return latent, []
+    if CONDITIONS_KEY in latent:  # LTXVAddGuide builds a fresh LATENT: our node ran after it
+        raise ValueError(
+            "an LTX Image Condition (pack) node comes after core's LTXVAddGuide in this graph; the pack's node "
+            "cannot see the guide frames LTXVAddGuide appended. Put the pack's condition nodes first, or use "
+            "one kind of condition node"
+        )
+    if model.defaults.conditioning != "appended":
+        raise ValueError(
+            f"core's LTXVAddGuide appends guide frames, which this {model.release} model does not take (0.9.5+ "
+            "models do); condition 0.9.0 / 0.9.1 models with LTX Image Condition (pack) or core's LTXVImgToVideo"
+        )
+    samples = video_latents(latent, LATENT_CHANNELS, "LTX Sampler (pack)")
+    video, mask, guides = split_core_guides(samples, latent.get("noise_mask"), keyframe_idxs)
+    return {"samples": video, **({} if mask is None else {"noise_mask": mask})}, guides
 
 
 def _conditions(model: Loaded, samples: torch.Tensor, latent: dict) -> list[FrameCondition]:
@@ -112,6 +143,8 @@ class LTXPackSampler:
         memory=FROM_LOADER,
     ):
         transformer = model.module
+        with_guides = latent
+        latent, guides = _split_guides(model, latent, _keyframe_idxs(positive))
         samples = video_latents(latent, transformer.config.in_channels, "LTX Sampler (pack)")
         name = model.defaults.schedule if schedule == AUTO else schedule
         chosen = choose_sigmas(name, steps, samples[0, 0].numel(), denoise, sigmas)
@@ -123,7 +156,7 @@ class LTXPackSampler:
                     f"reads T5-XXL features of width {transformer.config.caption_channels}. Encode the prompt "
                     "with a T5 text encoder (LTX Text Encode, or core's CLIPLoader with type ltxv)"
                 )
-        conditions, defaults = _conditions(model, samples, latent), model.defaults
+        conditions, defaults = [*_conditions(model, samples, latent), *guides], model.defaults
         mode = model.handle.memory if memory == FROM_LOADER else memory
         batch = samples.shape[0] * (2 if text.negative is not None else 1)  # guidance doubles the batch
         tokens = samples[0, 0].numel()
@@ -153,4 +186,9 @@ class LTXPackSampler:
                 generator=generator,
                 on_step=on_step,
             )
-        return ({"samples": out.cpu()},)  # the video's latents only: sample() drops appended tokens
+        if not guides:
+            return ({"samples": out.cpu()},)  # the video's latents only: sample() drops appended tokens
+        # Core's guide frames go back after the video's, as core's sampler leaves them, so that
+        # LTXVCropGuides can cut them; our decode leaves them out by itself (GUIDE_FRAMES_KEY).
+        tail = with_guides["samples"][:, :, samples.shape[2] :]
+        return ({"samples": torch.cat([out.cpu(), tail.float()], dim=2), GUIDE_FRAMES_KEY: len(guides)},)

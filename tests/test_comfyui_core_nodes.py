@@ -18,10 +18,12 @@ from comfy_server import COMFYUI
 from comfy_written import CHECKPOINT, CHECKPOINT_4096, GGUF, SUBFOLDER, T5, T5_FP8, T5_FP8_SCALED, T5_FULL, VAE
 from ltx_core import load_text_encoder, load_transformer, load_vae, make_schedule, video_positions
 from ltx_core.media import read_video
+from tiny_comfy import CHECKPOINT_095
 
 pytestmark = pytest.mark.comfyui
 
 MODEL = f"{SUBFOLDER}/{CHECKPOINT}"  # captions 32 wide (the tiny T5); VAE config without spatial_padding_mode
+MODEL_095 = CHECKPOINT_095  # pack-written (tiny_comfy.py): 0.9.5 VAE and causal RoPE, appended conditions
 MODEL_4096 = f"{SUBFOLDER}/{CHECKPOINT_4096}"  # captions 4096 wide (T5-XXL); VAE config with "zeros"
 WIDTH, HEIGHT, LENGTH, STEPS = 64, 96, 9, 3
 LATENT_SHAPE = (1, 128, 1 + (LENGTH - 1) // 8, HEIGHT // 32, WIDTH // 32)
@@ -231,6 +233,72 @@ def test_core_t5_img_to_video_and_scheduler_into_our_sampler_then_core_video_nod
         assert entry["filename"].endswith(".mp4") and frames.shape == (LENGTH, HEIGHT, WIDTH, 3) and fps == 24
     finally:  # T5-XXL takes ~10 GB in the server: let it go before the next test
         comfy_server.post("/free", {"unload_models": True, "free_memory": True})
+
+
+def test_core_add_guide_into_our_sampler_then_crop_guides(comfy_server):
+    """Core's LTXVAddGuide (an image at frame 17, encoded by core's VAE) into our sampler samples as our own
+    image condition at frame 17 (a 0.9.5 model: appended tokens at the image's position); at frame 18 it
+    does not (the negative control). Our sampler leaves the guide frame after the video's, so core's
+    LTXVCropGuides cuts it, and our decode leaves it out when nothing cut it. Both sides encode the image
+    with the same VAE weights (a file core can load; core builds the 0.9.5 decoder at released widths only)."""
+    length, guide_frame = 25, 17
+    image = {"image": ["sized", 0], "strength": 1.0}
+
+    def our_condition(frame: int) -> dict:
+        return node(
+            "LTXPackImageCondition", latent=["empty", 0], vae=["pack_vae", 1], frame=frame, compression=0, **image
+        )
+
+    prompt = {
+        **ours(MODEL_095),
+        "pack_vae": {**ours(MODEL_4096)["pack_model"]},
+        "core_ckpt": node("CheckpointLoaderSimple", ckpt_name=MODEL_4096),
+        "load": node("LoadImage", image="first_frame.png"),
+        "sized": node(
+            "ImageScale", image=["load", 0], upscale_method="bilinear", width=WIDTH, height=HEIGHT, crop="disabled"
+        ),
+        "empty": node("EmptyLTXVLatentVideo", width=WIDTH, height=HEIGHT, length=length, batch_size=1),
+        "guide": node(
+            "LTXVAddGuide",
+            positive=["pack_text", 0],
+            negative=["pack_text", 1],
+            vae=["core_ckpt", 2],
+            latent=["empty", 0],
+            frame_idx=guide_frame,
+            **image,
+        ),
+        "on_guide": sampler(["guide", 2], ["guide", 0], ["guide", 1]),
+        "crop": node("LTXVCropGuides", positive=["guide", 0], negative=["guide", 1], latent=["on_guide", 0]),
+        "ours": our_condition(guide_frame),
+        "on_ours": sampler(["ours", 0]),
+        "control": our_condition(guide_frame + 1),
+        "on_control": sampler(["control", 0]),
+        "sample": sampler(["guide", 2], ["guide", 0], ["guide", 1]),  # decoded without LTXVCropGuides
+        **decode_to_core_video("off", 25.0, "core_nodes/guide"),
+        **{
+            f"save_{name}": save([name, 0], f"core_nodes_guide_{name}")
+            for name in ("on_guide", "crop", "on_ours", "on_control")
+        },
+        "save_crop": save(["crop", 2], "core_nodes_guide_crop"),
+    }
+    result = run(comfy_server, prompt)
+    video_shape = (1, 128, 1 + (length - 1) // 8, HEIGHT // 32, WIDTH // 32)
+    on_guide = saved(comfy_server, "core_nodes_guide_on_guide")["samples"]
+    cropped = saved(comfy_server, "core_nodes_guide_crop")["samples"]
+    on_ours = saved(comfy_server, "core_nodes_guide_on_ours")["samples"]
+    on_control = saved(comfy_server, "core_nodes_guide_on_control")["samples"]
+    assert (
+        on_guide.shape == (1, 128, video_shape[2] + 1, *video_shape[3:])
+        and cropped.shape == on_ours.shape == video_shape
+    )
+    assert torch.equal(cropped, on_guide[:, :, :-1])
+    # the two VAEs encode the image in a different order of float32 operations (~1e-6), then 3 steps
+    difference = (cropped - on_ours).abs().max()
+    assert difference < 1e-4, f"max |core guide − our condition| = {difference:.3g}"
+    assert (on_control - on_ours).abs().max() > 100 * max(difference, 1e-6)
+    (entry,) = result.outputs["save_video"]["images"]
+    frames, _ = read_video(comfy_server.output_file(entry))
+    assert frames.shape == (length, HEIGHT, WIDTH, 3)
 
 
 # --- our latent / frames → core ---------------------------------------------------------------------------

@@ -375,6 +375,36 @@ def test_keyframes_stay_in_place_for_091(comfy):
     assert torch.equal(out, _core_sample(model, latent, text, in_place, initial=latent["samples"]))
 
 
+def test_core_guides_in_our_sampler_are_cut_by_our_decode_or_refused(comfy):
+    """A LATENT + CONDITIONING as core's LTXVAddGuide leaves them (one guide frame after the video's,
+    `keyframe_idxs` in the conditioning): sampled by a 0.9.5+ model with the guide frame returned after the
+    video's, which our decode leaves out; refused by a 0.9.1 model and after one of our condition nodes."""
+    model, vae = nodes.LTXPackModelLoader().load(CHECKPOINT_095, FROM_MODEL, "default", "default")
+    (encoder,) = nodes.LTXPackTextEncoderLoader().load(T5, "default", "default")
+    positive, negative = nodes.LTXPackTextEncode().encode(encoder, "a red fox", "blurry", 16)
+    (latent,) = nodes.LTXPackEmptyLatentVideo().make(64, 64, 17, 1)  # 3 latent frames of 2 × 2
+    guide = torch.randn(1, 128, 1, 2, 2, generator=torch.Generator().manual_seed(2))
+    idxs = torch.tensor([[11] * 4, [0, 0, 32, 32], [0, 32, 0, 32]])[None]
+    guided = {"samples": torch.cat([latent["samples"], guide], dim=2), "noise_mask": torch.ones(1, 1, 4, 1, 1)}
+    guided["noise_mask"][:, :, 3] = 0.0
+    positive, negative = ([[c, {**extra, "keyframe_idxs": idxs}]] for c, extra in (positive[0], negative[0]))
+    args = (positive, negative, guided, 5, 2, 3.0, "auto", 25.0, 1.0)
+    (out,) = nodes.LTXPackSampler().sample(model, *args)
+    assert out["samples"].shape == (1, 128, 4, 2, 2) and torch.equal(out["samples"][:, :, 3:], guide)
+    decode = nodes.LTXPackVAEDecode()
+    (frames,) = decode.decode(out, vae, 0.05, 0.025, 0, "off")
+    (cropped,) = decode.decode({"samples": out["samples"][:, :, :3]}, vae, 0.05, 0.025, 0, "off")
+    assert frames.shape == (17, 64, 64, 3) and torch.equal(frames, cropped)
+    (ours,) = nodes.LTXPackImageCondition().condition(guided, vae, torch.rand(1, 64, 64, 3), 0, 1.0, 0)
+    with pytest.raises(ValueError) as error:
+        nodes.LTXPackSampler().sample(model, positive, negative, ours, *args[3:])
+    _assert_in_node_words(str(error.value), "an LTX Image Condition (pack) node comes after core's LTXVAddGuide")
+    old, _ = nodes.LTXPackModelLoader().load(CHECKPOINT, FROM_MODEL, "default", "default")
+    with pytest.raises(ValueError) as error:
+        nodes.LTXPackSampler().sample(old, *args)
+    _assert_in_node_words(str(error.value), "appends guide frames, which this 0.9.1 model does not take")
+
+
 def test_memory_modes_reach_the_memory_manager(comfy, monkeypatch):
     model, vae = nodes.LTXPackModelLoader().load(CHECKPOINT, "(from the model file)", "default", "default", "low_vram")
     (encoder,) = nodes.LTXPackTextEncoderLoader().load(T5, "default", "default", "low_vram")

@@ -46,7 +46,13 @@ def video_positions(
     if causal_fix:
         coords[0] = (coords[0] + 1 - VAE_TEMPORAL_SCALE).clamp(min=0)
     coords[0] += start_frame
-    coords = coords.to(torch.float32)
+    return fractional_positions(coords, frame_rate)
+
+
+def fractional_positions(coords: torch.Tensor, frame_rate: float) -> torch.Tensor:
+    """Integer pixel coordinates (3, N) → the (1, 3, N) float32 positions the model takes: time in
+    `pixel_frame / frame_rate`, as the references divide it."""
+    coords = coords.to(torch.float32, copy=True)
     coords[0] = coords[0] * (1.0 / frame_rate)  # the same float op as the official pipeline
     return coords[None]
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model.patchify import to_tokens
-from ..model.rope import video_positions
+from ..model.rope import fractional_positions, video_positions
 from ..types import VAE_TEMPORAL_SCALE
 from .noise import draw_noise
 
@@ -49,6 +49,12 @@ class FrameCondition:
     latents: torch.Tensor
     frame: int = 0
     strength: float = 1.0
+    # Two placements that ComfyUI's own nodes make, which the layout would not choose by itself:
+    # in_place: lerped into the video's latents at its frames in every layout (what a noise mask says);
+    # positions: (3, f·h·w) integer pixel coordinates (time, y, x) of appended tokens placed exactly
+    # there in every layout that appends (LTXVAddGuide's `keyframe_idxs`); `frame` is then their first.
+    in_place: bool = False
+    positions: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.latents.ndim != 5:
@@ -57,6 +63,13 @@ class FrameCondition:
             raise ValueError(f"a condition starts at pixel frame 0 or later, got {self.frame}")
         if not 0 <= self.strength <= 1:
             raise ValueError(f"condition strength must be in [0, 1], got {self.strength}")
+        if self.positions is not None:
+            tokens = self.latents[0, 0].numel()
+            if self.in_place or tuple(self.positions.shape) != (3, tokens):
+                raise ValueError(
+                    f"positions of appended tokens must be (3, {tokens}) for condition latents "
+                    f"{tuple(self.latents.shape)}, and not in place; got {tuple(self.positions.shape)}"
+                )
 
     @property
     def latent_frame(self) -> int:
@@ -80,7 +93,9 @@ def check_fits(cond: FrameCondition, shape: Sequence[int], *, appended: bool = F
             f"condition latents {tuple(cond.latents.shape)} do not fit the video latents {tuple(shape)}: "
             "encode the image at the video's width and height"
         )
-    if cond.frame % VAE_TEMPORAL_SCALE and (not appended or cond.is_clip):
+    if cond.positions is not None:  # tokens with their own positions fit wherever their size does
+        return
+    if cond.frame % VAE_TEMPORAL_SCALE and (not appended or cond.is_clip or cond.in_place):
         below = cond.frame // VAE_TEMPORAL_SCALE * VAE_TEMPORAL_SCALE
         what = "a clip" if appended else "a condition"
         raise ValueError(
@@ -96,9 +111,13 @@ def check_fits(cond: FrameCondition, shape: Sequence[int], *, appended: bool = F
 
 
 def appended_token_count(conditions: Sequence[FrameCondition]) -> int:
-    """How many tokens the appended layout puts in front of the video's: the first (up to
-    PREFIX_LATENT_FRAMES) latent frames of each condition after frame 0."""
-    return sum(c.latents[0, 0, :PREFIX_LATENT_FRAMES].numel() for c in conditions if c.frame != 0)
+    """How many tokens the appended layout puts in front of the video's: all of a condition with its
+    own positions, the first (up to PREFIX_LATENT_FRAMES) latent frames of each other one after frame 0."""
+    return sum(
+        c.latents[0, 0].numel() if c.positions is not None else c.latents[0, 0, :PREFIX_LATENT_FRAMES].numel()
+        for c in conditions
+        if c.positions is not None or not (c.frame == 0 or c.in_place)
+    )
 
 
 def condition_latents(
@@ -141,6 +160,11 @@ def in_place_start(
 ) -> TokenState:
     """noise (B, C, F, H, W) at noise level `sigma`, over `initial` (video-to-video) or zeros, with the
     conditions written in: a token of strength s starts at noise level σ·(1 − s). Draws no noise."""
+    if any(cond.positions is not None for cond in conditions):
+        raise ValueError(
+            "conditions with their own token positions (guide frames appended by ComfyUI's LTXVAddGuide) need "
+            "the appended layout of 0.9.5+ models; 0.9.0 / 0.9.1 models take conditions in place only"
+        )
     b, _, f, h, w = noise.shape
     positions = video_positions(f, h, w, frame_rate=frame_rate, causal_fix=causal_fix, device=noise.device)
     base = torch.zeros_like(noise) if initial is None else initial.to(noise)
@@ -176,12 +200,12 @@ def appended_start(
         check_fits(cond, noise.shape, appended=True)
         latents = cond.latents.to(noise).expand(b, -1, -1, -1, -1)
         s = cond.strength
-        if cond.frame == 0:
-            k = latents.shape[2]
-            video[:, :, :k] = torch.lerp(video[:, :, :k], latents, s)
-            strength[:, :k] = s
+        if cond.positions is None and (cond.frame == 0 or cond.in_place):
+            k0, k = cond.latent_frame, latents.shape[2]
+            video[:, :, k0 : k0 + k] = torch.lerp(video[:, :, k0 : k0 + k], latents, s)
+            strength[:, k0 : k0 + k] = s
             continue
-        if cond.is_clip:  # all but the prefix in place, right after the prefix's frames
+        if cond.is_clip and cond.positions is None:  # all but the prefix in place, right after the prefix's
             start = cond.latent_frame + PREFIX_LATENT_FRAMES
             rest = latents[:, :, PREFIX_LATENT_FRAMES:]
             video[:, :, start : start + rest.shape[2]] = torch.lerp(video[:, :, start : start + rest.shape[2]], rest, s)
@@ -190,8 +214,11 @@ def appended_start(
         extra = torch.lerp(draw_noise(tuple(latents.shape), generator, device=noise.device), latents, s)
         tokens.append(to_tokens(extra))  # (B, f·H·W, C)
         strengths.append(noise.new_full(tokens[-1].shape[:2], s))
-        where = dict(frame_rate=frame_rate, causal_fix=causal_fix, start_frame=cond.frame, device=noise.device)
-        positions.append(video_positions(latents.shape[2], h, w, **where))
+        if cond.positions is not None:
+            positions.append(fractional_positions(cond.positions.to(noise.device), frame_rate))
+        else:
+            where = dict(frame_rate=frame_rate, causal_fix=causal_fix, start_frame=cond.frame, device=noise.device)
+            positions.append(video_positions(latents.shape[2], h, w, **where))
     appended = sum(t.shape[1] for t in tokens)
     video_positions_ = video_positions(f, h, w, frame_rate=frame_rate, causal_fix=causal_fix, device=noise.device)
     return TokenState(

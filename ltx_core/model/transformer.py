@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,40 @@ from .fusion import fused
 from .kernels import kernel_or_none, kernels_usable, qk_norm_rope
 from .layers import AdaLNSingle, CaptionProjection, FeedForward, Linear, RMSNorm
 from .rope import apply_rope, rope_tables
+
+# Spatio-temporal guidance (STG) runs some batch samples through a weakened model: in chosen blocks their
+# self-attention, or the whole block, is replaced. What replaces the attention (before `to_out`), given
+# the attention's input and its values, as the official `SkipLayerStrategy` modes do:
+SKIPPED_ATTENTION: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "attention_values": lambda x, v: v,  # every token attends only to itself: the output is its value
+    "attention_skip": lambda x, v: x,  # the attention is left out: its input goes on to `to_out`
+}
+SKIP_MODES = (*SKIPPED_ATTENTION, "transformer_block")  # "transformer_block": the block returns its input
+
+
+@dataclass(frozen=True)
+class SkipLayers:
+    """Which batch samples a forward pass perturbs for STG, in which blocks and how.
+
+    mode: one of SKIP_MODES. blocks: indices into `transformer_blocks`. samples: (B,) bool, True for the
+    perturbed samples; the others run exactly as without it. (The official "residual" mode is no mode
+    here: it perturbs nothing in these blocks, see `sampling.guidance`.)
+    """
+
+    mode: str
+    blocks: frozenset[int]
+    samples: torch.Tensor
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blocks", frozenset(self.blocks))
+        if self.mode not in SKIP_MODES:
+            raise ValueError(f"unknown skip mode {self.mode!r}; choose one of {', '.join(SKIP_MODES)}")
+        if self.samples.ndim != 1 or self.samples.dtype != torch.bool:
+            raise ValueError(f"samples must be a (B,) bool mask, got {self.samples.dtype} {tuple(self.samples.shape)}")
+
+    def replace(self, out: torch.Tensor, replacement: torch.Tensor) -> torch.Tensor:
+        """out (B, N, D) with the perturbed samples' rows taken from replacement (B, N, D), exactly."""
+        return torch.where(self.samples.to(out.device)[:, None, None], replacement, out)
 
 
 class Attention(nn.Module):
@@ -37,8 +72,10 @@ class Attention(nn.Module):
         context: torch.Tensor | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         bias: torch.Tensor | None = None,
+        skip: SkipLayers | None = None,
     ) -> torch.Tensor:
-        """x: (B, N, D); context: (B, L, C) or None for self-attention → (B, N, D)."""
+        """x: (B, N, D); context: (B, L, C) or None for self-attention → (B, N, D). skip: the STG
+        perturbation of this layer (an attention mode of SKIPPED_ATTENTION), or None."""
         if context is None:
             q, k, v = project(x, self.to_q, self.to_k, self.to_v)
         else:
@@ -56,7 +93,10 @@ class Attention(nn.Module):
                     rms_norm_rope(k, self.k_norm.weight, self.k_norm.eps, *rope),
                 )
             q, k = normed
-        return self.to_out[0](attention(q, k, v, self.heads, bias))
+        out = attention(q, k, v, self.heads, bias)  # (B, N, D)
+        if skip is not None:
+            out = skip.replace(out, SKIPPED_ATTENTION[skip.mode](x, v))
+        return self.to_out[0](out)
 
 
 class TransformerBlock(nn.Module):
@@ -78,18 +118,22 @@ class TransformerBlock(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         context: torch.Tensor,
         context_bias: torch.Tensor | None,
+        skip: SkipLayers | None = None,
     ) -> torch.Tensor:
-        """x: (B, N, D); modulation: (B, T, 6, D) with T = 1 or N; context: (B, L, D).
+        """x: (B, N, D); modulation: (B, T, 6, D) with T = 1 or N; context: (B, L, D); skip: the STG
+        perturbation of this block, or None (only self-attention is perturbed, as in the official code).
 
         The six modulation vectors are, in order: shift, scale, gate of the attention branch, then of
         the feed-forward branch (index 0 … 5 into table + modulation)."""
         table, eps = self.scale_shift_table, self.norm_eps
-        attended = self.attn1(modulated_rms_norm(x, table, modulation, 0, eps), rope=rope)
-        x = gated_residual(x, attended, table, modulation, 2)
-        x, normed = add_then_modulated_rms_norm(
-            x, self.attn2(x, context=context, bias=context_bias), table, modulation, eps
+        attn_skip = skip if skip is not None and skip.mode in SKIPPED_ATTENTION else None
+        attended = self.attn1(modulated_rms_norm(x, table, modulation, 0, eps), rope=rope, skip=attn_skip)
+        out = gated_residual(x, attended, table, modulation, 2)
+        out, normed = add_then_modulated_rms_norm(
+            out, self.attn2(out, context=context, bias=context_bias), table, modulation, eps
         )
-        return gated_residual(x, self.ff(normed), table, modulation, 5)
+        out = gated_residual(out, self.ff(normed), table, modulation, 5)
+        return skip.replace(out, x) if skip is not None and skip.mode == "transformer_block" else out
 
 
 @fused
@@ -176,6 +220,7 @@ class LTXVideoTransformer(nn.Module):
         context: torch.Tensor,
         context_mask: torch.Tensor | None,
         positions: torch.Tensor,
+        skip: SkipLayers | None = None,
     ) -> torch.Tensor:
         """Predict the flow velocity (noise − clean) of latent tokens.
 
@@ -183,6 +228,7 @@ class LTXVideoTransformer(nn.Module):
         sigma: (B,) one noise level per sample, or (B, N) per token, in [0, 1]; kept in float32.
         context: (B, L, caption_channels) T5 hidden states; context_mask: (B, L), 1 = keep, or None.
         positions: (B or 1, 3, N) RoPE coordinates (see `rope.video_positions`).
+        skip: STG's perturbation of some samples in some blocks (see SkipLayers), or None.
         Returns (B, N, out_channels).
         """
         batch, tokens, _ = x.shape
@@ -191,6 +237,8 @@ class LTXVideoTransformer(nn.Module):
         if positions.shape[1:] != (3, tokens):
             raise ValueError(f"positions must have shape (B, 3, {tokens}), got {tuple(positions.shape)}")
         cfg = self.config
+        if skip is not None:
+            self._check_skip(skip, batch)
         dtype = self.dtype
         x = self.patchify_proj(x.to(dtype))
 
@@ -203,9 +251,18 @@ class LTXVideoTransformer(nn.Module):
         context = self.caption_projection(context.to(dtype))  # (B, L, D)
         context_bias = None if context_mask is None else text_mask_bias(context_mask, dtype)
 
-        for block in self.transformer_blocks:
-            x = block(x, modulation, rope, context, context_bias)
+        for i, block in enumerate(self.transformer_blocks):
+            block_skip = skip if skip is not None and i in skip.blocks else None
+            x = block(x, modulation, rope, context, context_bias, block_skip)
 
         shift, scale = (self.scale_shift_table + embedded_t[:, :, None]).unbind(2)  # (B, T, D) each
         x = F.layer_norm(x, (x.shape[-1],), eps=1e-6) * (1 + scale) + shift
         return self.proj_out(x)
+
+    def _check_skip(self, skip: SkipLayers, batch: int) -> None:
+        layers = self.config.num_layers
+        if skip.samples.shape != (batch,):
+            raise ValueError(f"skip.samples must have shape ({batch},), got {tuple(skip.samples.shape)}")
+        outside = sorted(i for i in skip.blocks if not 0 <= i < layers)
+        if outside:
+            raise ValueError(f"cannot skip blocks {outside}: this model has blocks 0 … {layers - 1}")

@@ -11,6 +11,10 @@ step moves them: one rule per generation of reference pipelines, chosen by name.
 
 Both references also re-noise strength-1 tokens before every step (`image_cond_noise_scale`):
 `renoise_hard_conditions`.
+
+With `noise` given, a step is stochastic (the official `stochastic_sampling`, set by the 0.9.6 distilled
+config): instead of the Euler step, a token goes to its clean estimate x − σ_token·v and is noised afresh
+to its next level σ'_token: (1 − σ'_token)·x0 + σ'_token·noise. Tokens that do not move stay as they are.
 """
 
 from __future__ import annotations
@@ -30,10 +34,25 @@ def scaled_noise_level(sigma: torch.Tensor, strength: torch.Tensor) -> torch.Ten
     return sigma * (1 - strength)
 
 
+def renoised(clean: torch.Tensor, level: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The clean estimate (B, N, C) noised to `level` (a scalar, or per token (B, N) / (B, 1)), as the
+    official scheduler's `add_noise`: (1 − σ)·clean + σ·noise."""
+    level = level[..., None] if level.ndim else level
+    return (1 - level) * clean + level * noise
+
+
 def scaled_step(
-    x: torch.Tensor, velocity: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor, strength: torch.Tensor
+    x: torch.Tensor,
+    velocity: torch.Tensor,
+    sigma: torch.Tensor,
+    sigma_next: torch.Tensor,
+    strength: torch.Tensor,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    return x + ((sigma_next - sigma) * (1 - strength))[..., None] * velocity
+    if noise is None:
+        return x + ((sigma_next - sigma) * (1 - strength))[..., None] * velocity
+    clean = x - scaled_noise_level(sigma, strength)[..., None] * velocity
+    return renoised(clean, scaled_noise_level(sigma_next, strength), noise)
 
 
 def capped_noise_level(sigma: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
@@ -41,23 +60,32 @@ def capped_noise_level(sigma: torch.Tensor, strength: torch.Tensor) -> torch.Ten
 
 
 def held_step(
-    x: torch.Tensor, velocity: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor, strength: torch.Tensor
+    x: torch.Tensor,
+    velocity: torch.Tensor,
+    sigma: torch.Tensor,
+    sigma_next: torch.Tensor,
+    strength: torch.Tensor,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     # The references step each token from its own level to the largest schedule value below it, which
     # for a moving token is sigma_next.
     moving = (sigma - EPS < 1 - strength)[..., None]
-    return torch.where(moving, x - (capped_noise_level(sigma, strength) - sigma_next)[..., None] * velocity, x)
+    level = capped_noise_level(sigma, strength)[..., None]
+    if noise is None:
+        return torch.where(moving, x - (level - sigma_next) * velocity, x)
+    return torch.where(moving, renoised(x - level * velocity, sigma_next, noise), x)
 
 
 @dataclass(frozen=True)
 class ConditioningRule:
     """start: (noise, σ0, conditions, *, initial, frame_rate, causal_fix, generator) → TokenState.
     noise_level: (σ, strength (B, N)) → the per-token σ the model is told.
-    step: (x, velocity, σ, σ', strength) → x after the Euler step; all float32."""
+    step: (x, velocity, σ, σ', strength, noise=None) → x after the Euler step, or the stochastic one
+    with noise (B, N, C); all float32."""
 
     start: Callable[..., TokenState]
     noise_level: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    step: Callable[..., torch.Tensor]
 
 
 CONDITIONING_RULES: dict[str, ConditioningRule] = {

@@ -12,14 +12,17 @@ from .config import (
     VAEConfig,
     detect_vae_layout,
 )
-from .defaults import RELEASE_DEFAULTS, ReleaseDefaults
+from .defaults import RELEASE_DEFAULTS, RELEASES, ReleaseDefaults, defaults_for
 from .loading import CheckpointMismatchError
 from .loading.errors import CheckpointError
+from .loading.release import Release, detect_release
 from .loading.text_encoder import load_text_encoder, tokenizer_beside
 from .loading.transformer import load_transformer
+from .loading.upsampler import load_latent_upsampler
 from .loading.vae import load_vae
 from .model.rope import video_positions
 from .model.transformer import LTXVideoTransformer
+from .model.upsampler import LatentUpsampler, LatentUpsamplerConfig
 from .model.vae.autoencoder import VideoVAE
 from .pipeline import (
     DEFAULT_NEGATIVE_PROMPT,
@@ -33,16 +36,19 @@ from .pipeline import (
     video_to_video,
 )
 from .sampling.conditioning import FrameCondition
+from .sampling.guidance import Guidance
 from .sampling.noise import seeded_noise
 from .sampling.sampler import sample
 from .sampling.schedule import custom_sigmas, linear_quadratic_sigmas, make_schedule, shifted_sigmas
 from .text.encoder import Conditioning, T5TextEncoder
+from .upsampling import adain_filter_latent, tone_map_latents, upsample_latents
 
 __all__ = [
     "DEFAULT_NEGATIVE_PROMPT",
     "LTXV_2B",
     "LTXV_2B_CAUSAL",
     "LTXV_13B",
+    "RELEASES",
     "RELEASE_DEFAULTS",
     "VAE_090",
     "VAE_091",
@@ -51,9 +57,13 @@ __all__ = [
     "CheckpointMismatchError",
     "Conditioning",
     "FrameCondition",
+    "Guidance",
     "Keyframe",
     "LTXVideoTransformer",
+    "LatentUpsampler",
+    "LatentUpsamplerConfig",
     "Models",
+    "Release",
     "ReleaseDefaults",
     "Settings",
     "T5TextEncoder",
@@ -61,12 +71,16 @@ __all__ = [
     "VAEBlock",
     "VAEConfig",
     "VideoVAE",
+    "adain_filter_latent",
     "custom_sigmas",
+    "defaults_for",
+    "detect_release",
     "detect_vae_layout",
     "extend_video",
     "image_to_video",
     "keyframes_to_video",
     "linear_quadratic_sigmas",
+    "load_latent_upsampler",
     "load_text_encoder",
     "load_transformer",
     "load_vae",
@@ -76,6 +90,8 @@ __all__ = [
     "shifted_sigmas",
     "text_to_video",
     "tokenizer_beside",
+    "tone_map_latents",
+    "upsample_latents",
     "video_positions",
     "video_to_video",
 ]

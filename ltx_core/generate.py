@@ -23,6 +23,7 @@ import torch
 
 from .hub import DEFAULT_REPO, TOKENIZER_FILES, HubError, HubRef, Plan, check_space, describe, fetch, parse_ref, plan
 from .loading.errors import CheckpointError
+from .loading.release import AUTO, RELEASE_CHOICES, Release
 from .preflight import (
     DEFAULT_OVERLAP,
     MODEL_CHECKS,
@@ -31,6 +32,7 @@ from .preflight import (
     check_device,
     check_exists,
     check_output,
+    check_release,
     check_settings,
     or_default,
     read_inputs,
@@ -80,6 +82,9 @@ CLI_ADVICE = {
     f"(e.g. --tokenizer {DEFAULT_TOKENIZER})",
     "bad_tokenizer": "pass T5's own spiece.model or tokenizer.json as --tokenizer "
     f"(e.g. --tokenizer {DEFAULT_TOKENIZER})",
+    "release": "name the release with --release, e.g. --release {example}",
+    "matching_vae": "pass the VAE of the transformer's release as --vae (a VAE file, or that release's full "
+    "checkpoint)",
 }
 
 
@@ -106,6 +111,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     models.add_argument("--vae", help="VAE, for a checkpoint without one (default: the checkpoint's own)")
     models.add_argument(
         "--text-encoder", default=DEFAULT_TEXT_ENCODER, help="T5 v1.1 XXL encoder file or folder (default: %(default)s)"
+    )
+    models.add_argument(
+        "--release",
+        choices=RELEASE_CHOICES,
+        default=AUTO,
+        metavar="RELEASE",
+        help="the LTX-Video release of --checkpoint, which picks its settings (steps, guidance, schedule, prompt "
+        "length, …): auto reads it off the files (embedded config, model width, the VAE's layout) and asks when "
+        "they cannot tell, as for GGUF and diffusion-model files of 0.9.5 and later; or one of "
+        f"{', '.join(RELEASE_CHOICES[1:])} (default: %(default)s)",
     )
     models.add_argument(
         "--tokenizer",
@@ -161,11 +176,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--fps", type=float, help="frame rate, above 0 (default: that of --video or --extend, else the release's, 25)"
     )
     sampling = p.add_argument_group("sampling")
-    sampling.add_argument("--steps", type=int, help="sampling steps, at least 1 (default: the release's, 40)")
+    sampling.add_argument(
+        "--steps", type=int, help="sampling steps, at least 1 (default: the release's: 40; 30 for 13B dev, 8 distilled)"
+    )
     sampling.add_argument(
         "--guidance",
         type=float,
-        help="classifier-free guidance scale, 0 or more; 1 turns it off (default: the release's, 3)",
+        help="classifier-free guidance scale, 0 or more; 1 turns it off (default: the release's: 3; 5 for 13B dev, "
+        "1 for distilled)",
     )
     sampling.add_argument("--seed", type=int, default=0, help="the same seed gives the same video (default: 0)")
     sampling.add_argument(
@@ -285,7 +303,10 @@ def generate(args: argparse.Namespace) -> int:
         log.warning("no GPU found: generating on the CPU, which is slow at full size (try --width 512 --height 320)")
     check_output(args.output)
     inputs = read_inputs(args)
-    models = load_models(fetch_models(args), args)
+    paths = fetch_models(args)
+    release = check_release(paths["checkpoint"], paths.get("vae"), args.release, CLI_ADVICE)
+    log.info("%s", release.describe())
+    models = load_models(paths, args, release)
     try:
         frames, fps = sample_video(models, args, device, inputs)
     except torch.OutOfMemoryError as error:
@@ -295,7 +316,7 @@ def generate(args: argparse.Namespace) -> int:
     return write(frames[0], fps, args)
 
 
-def load_models(paths: dict[str, Path], args: argparse.Namespace) -> Models:
+def load_models(paths: dict[str, Path], args: argparse.Namespace, release: Release) -> Models:
     from .pipeline import Models
 
     log.info("loading the models …")
@@ -307,6 +328,7 @@ def load_models(paths: dict[str, Path], args: argparse.Namespace) -> Models:
             tokenizer=paths.get("tokenizer"),
             dtype=DTYPES.get(args.dtype, torch.bfloat16),
             fp8_matmul=args.dtype == "fp8_matmul",
+            release=release,
         )
     except CheckpointError as error:  # found only while reading the weights: a damaged or partial file
         raise UsageError(in_flags(error, paths)) from error
@@ -316,10 +338,9 @@ def sample_video(
     models: Models, args: argparse.Namespace, device: torch.device, inputs: Inputs
 ) -> tuple[torch.Tensor, float]:
     """Frames (1, T, H, W, 3) in [0, 1] and their frame rate; the release's defaults fill the gaps."""
-    from .defaults import defaults_for
     from .pipeline import Settings, extend_video, text_to_video, video_to_video
 
-    defaults = defaults_for(models.release)
+    defaults = models.defaults
     steps, fps = args.steps or defaults.steps, args.fps or inputs.fps or defaults.frame_rate
     settings = Settings(
         width=args.width,

@@ -8,14 +8,17 @@ mode the text encoder and the transformer visit it block by block (see memory.py
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .defaults import defaults_for
+from .defaults import ReleaseDefaults, defaults_for
 from .extension import join_frames, overlap_frames
+from .loading.detect import model_size
+from .loading.release import AUTO, Release, detect_release
 from .loading.text_encoder import load_text_encoder
 from .loading.transformer import load_transformer
 from .loading.vae import load_vae
@@ -31,18 +34,27 @@ from .sampling.schedule import make_schedule, partial_schedule
 from .text.encoder import T5TextEncoder
 from .types import VAE_SPATIAL_SCALE, check_video_shape, latent_frames
 
+logger = logging.getLogger(__name__)
+
 # The official command line's default negative prompt.
 DEFAULT_NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorted"
 
 
 @dataclass
 class Models:
-    """The three components and the release that picks their defaults (see `defaults.py`)."""
+    """The three components and the release that picks their defaults (see `defaults.py`): as the
+    loaders decided it, or a release name (its defaults at the transformer's size)."""
 
     transformer: LTXVideoTransformer
     vae: VideoVAE
     text_encoder: T5TextEncoder
-    release: str
+    release: Release | str
+
+    @property
+    def defaults(self) -> ReleaseDefaults:
+        if isinstance(self.release, Release):
+            return self.release.defaults
+        return defaults_for(self.release, model_size(self.transformer.config.hidden_dim))
 
     @classmethod
     def load(
@@ -54,16 +66,24 @@ class Models:
         tokenizer: str | Path | None = None,
         dtype: torch.dtype = torch.bfloat16,
         fp8_matmul: bool = False,
+        release: Release | str = AUTO,
     ) -> Models:
         """Load onto the CPU: the transformer (and, unless `vae` is given, the VAE) from `checkpoint`,
         T5 from `text_encoder`. dtype is the transformer's weight dtype (fp8 computes in bf16);
-        `fp8_matmul` requantizes its blocks' linear layers for fp8 matrix products (see model/fp8.py)."""
-        transformer, _ = load_transformer(checkpoint, dtype=dtype, device="cpu")
+        `fp8_matmul` requantizes its blocks' linear layers for fp8 matrix products (see model/fp8.py).
+        `release`: "auto" reads it off the files (and refuses when they cannot tell), a name of
+        defaults.RELEASES, or a Release that detect_release returned (see loading/release.py)."""
+        found = release
+        if not isinstance(found, Release):
+            found = detect_release(checkpoint, vae, found)
+            logger.info("%s", found.describe())
+        causal = found.causal_positions
+        transformer, _ = load_transformer(checkpoint, dtype=dtype, device="cpu", causal_temporal_positioning=causal)
         if fp8_matmul:
             quantize_linears(transformer)
-        vae_model, found = load_vae(vae or checkpoint, dtype=transformer.dtype, device="cpu")
+        vae_model, _ = load_vae(vae or checkpoint, dtype=transformer.dtype, device="cpu")
         t5, _ = load_text_encoder(text_encoder, dtype=transformer.dtype, device="cpu", tokenizer_path=tokenizer)
-        return cls(transformer, vae_model, t5, found.release)
+        return cls(transformer, vae_model, t5, found)
 
 
 @dataclass(frozen=True)
@@ -211,7 +231,7 @@ def _generate(
     denoise: float = 1.0,
     on_step: StepCallback | None = None,
 ) -> torch.Tensor:
-    defaults = defaults_for(models.release)
+    defaults = models.defaults
     check_video_shape(s.frames, s.height, s.width)
     memory = check_memory_mode(s.memory)
     device = s.device or default_device()

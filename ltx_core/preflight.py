@@ -14,7 +14,7 @@ import json
 import math
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +24,7 @@ import torch
 from .loading.detect import Component, diffusers_component_dir, find_components, is_gguf, require_component
 from .loading.errors import CheckpointError
 from .loading.gguf import read_gguf
+from .loading.release import RELEASE_CHOICES, Release, detect_release
 from .loading.safetensors import read_header
 from .types import VAE_TEMPORAL_SCALE, check_frames, check_spatial
 
@@ -274,6 +275,21 @@ MODEL_CHECKS: dict[str, Callable[[Path], object]] = {
     "text_encoder": check_text_encoder,
     "tokenizer": check_tokenizer,
 }
+
+
+def check_release(checkpoint: Path, vae: Path | None, choice: str, words: Mapping[str, str]) -> Release:
+    """The release of --checkpoint with --vae (or its own VAE), from their headers: the one --release
+    names if the files allow it, else (auto) the one they tell. `words`: the loaders' advice in flags;
+    its "release" entry may name an `{example}` release."""
+    try:
+        return detect_release(checkpoint, vae, choice)
+    except CheckpointError as error:
+        example = next((r for r in RELEASE_CHOICES[1:] if r in error.expected), "0.9.5")
+        reworded = error.reworded({**words, "release": words["release"].format(example=example)})
+        if error.advice == "matching_vae":
+            flag = f"--vae {vae}" if vae is not None else f"--checkpoint {checkpoint}"
+            raise UsageError(f"{flag}: {reworded}") from error
+        raise UsageError(f"--release {choice}: {reworded}") from error
 
 
 def read_keyframe(text: str, path: Path, frame: int, frames: int) -> torch.Tensor:

@@ -12,6 +12,7 @@ The pack's `__init__.py` exports NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPING
 
 from __future__ import annotations
 
+from .extension import LTXPackExtendVideo, LTXPackJoinVideo
 from .image_condition import LTXPackImageCondition
 from .latents import LTXPackEmptyLatentVideo, LTXPackVAEDecode, LTXPackVAEEncode
 from .loaders import LTXPackModelLoader, LTXPackTextEncoderLoader
@@ -28,9 +29,11 @@ NODE_CLASSES = [
     LTXPackTextEncode,
     LTXPackEmptyLatentVideo,
     LTXPackImageCondition,
+    LTXPackExtendVideo,
     LTXPackSampler,
     LTXPackVAEDecode,
     LTXPackVAEEncode,
+    LTXPackJoinVideo,
     LTXPackSaveVideo,
 ]
 DISPLAY_NAMES = {
@@ -39,9 +42,11 @@ DISPLAY_NAMES = {
     LTXPackTextEncode: "LTX Text Encode (pack)",
     LTXPackEmptyLatentVideo: "LTX Empty Latent Video (pack)",
     LTXPackImageCondition: "LTX Image Condition (pack)",
+    LTXPackExtendVideo: "LTX Extend Video (pack)",
     LTXPackSampler: "LTX Sampler (pack)",
     LTXPackVAEDecode: "LTX VAE Decode (pack)",
     LTXPackVAEEncode: "LTX VAE Encode (pack)",
+    LTXPackJoinVideo: "LTX Join Video (pack)",
     LTXPackSaveVideo: "LTX Save Video (pack)",
 }
 

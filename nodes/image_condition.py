@@ -14,6 +14,7 @@ import torch
 from ..ltx_core import FrameCondition
 from ..ltx_core.latent_guides import CONDITIONS_KEY, add_condition, conditions_from_mask, frame_index
 from ..ltx_core.media import compress_like_h264, resize_and_crop, video_tensor_from_frames
+from ..ltx_core.memory import vae_budget
 from ..ltx_core.sampling.conditioning import check_fits
 from ..ltx_core.types import LATENT_CHANNELS, VAE_SPATIAL_SCALE, VAE_TEMPORAL_SCALE, check_frames
 from . import comfy_bridge as bridge
@@ -76,21 +77,37 @@ class LTXPackImageCondition:
         }
 
     def condition(self, latent: dict, vae: Loaded, image: torch.Tensor, frame: int, strength: float, compression: int):
-        if not 0 <= strength <= 1:
-            raise ValueError(f"strength {strength} is out of range; use a value from 0 (free) to 1 (kept exactly)")
+        check_strength(strength)
         check_frames(image.shape[0])
         samples = video_latents(latent, LATENT_CHANNELS, "LTX Image Condition (pack)")
         height, width = samples.shape[3] * VAE_SPATIAL_SCALE, samples.shape[4] * VAE_SPATIAL_SCALE
         pixels = compress_like_h264(resize_and_crop(image[..., :3], width, height), compression)
-        device = vae.handle.load()
-        with bridge.interruptible(vae.module), torch.inference_mode():
-            cond = vae.module.encode(video_tensor_from_frames(pixels).to(device)).float().cpu()
-        condition = FrameCondition(cond, frame_index(frame, samples.shape[2]), strength)
-        check_fits(condition, samples.shape, appended=True)  # the sampler checks in-place models' frames
-        mask = latent.get("noise_mask")
-        # Latents without a record (from core's nodes) start it with what their mask says.
-        recorded = latent[CONDITIONS_KEY] if CONDITIONS_KEY in latent else conditions_from_mask(samples, mask)
-        out = {**latent, CONDITIONS_KEY: [*recorded, condition]}
-        if condition.frame % VAE_TEMPORAL_SCALE == 0:  # a whole latent frame: in place too
-            out["samples"], out["noise_mask"] = add_condition(samples, mask, condition)
-        return (out,)
+        condition = FrameCondition(encode_frames(vae, pixels), frame_index(frame, samples.shape[2]), strength)
+        return (with_condition(latent, samples, condition),)
+
+
+def check_strength(strength: float) -> None:
+    """Raise ValueError, naming the input, unless the condition strength is in [0, 1]."""
+    if not 0 <= strength <= 1:
+        raise ValueError(f"strength {strength} is out of range; use a value from 0 (free) to 1 (kept exactly)")
+
+
+def encode_frames(vae: Loaded, pixels: torch.Tensor) -> torch.Tensor:
+    """Frames (T, H, W, 3) in [0, 1] at the video's size → normalised latents (1, 128, f, h, w) on the CPU."""
+    device = vae.handle.load()
+    with bridge.interruptible(vae.module), torch.inference_mode():
+        video = video_tensor_from_frames(pixels).to(device)
+        return vae.module.encode(video, memory_budget=vae_budget(vae.handle.memory)).float().cpu()
+
+
+def with_condition(latent: dict, samples: torch.Tensor, condition: FrameCondition) -> dict:
+    """A copy of the LATENT with `condition` added as the module docstring says: recorded exactly, and
+    written in place where it starts on a whole latent frame. samples: the LATENT's (B, 128, F, h, w)."""
+    check_fits(condition, samples.shape, appended=True)  # the sampler checks in-place models' frames
+    mask = latent.get("noise_mask")
+    # Latents without a record (from core's nodes) start it with what their mask says.
+    recorded = latent[CONDITIONS_KEY] if CONDITIONS_KEY in latent else conditions_from_mask(samples, mask)
+    out = {**latent, CONDITIONS_KEY: [*recorded, condition]}
+    if condition.frame % VAE_TEMPORAL_SCALE == 0:  # a whole latent frame: in place too
+        out["samples"], out["noise_mask"] = add_condition(samples, mask, condition)
+    return out

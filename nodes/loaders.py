@@ -10,8 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
-from ..ltx_core import CheckpointError, load_text_encoder, load_transformer, load_vae, tokenizer_beside
+from ..ltx_core import CheckpointError, Release, load_text_encoder, load_transformer, load_vae, tokenizer_beside
+from ..ltx_core.loading.release import AUTO, RELEASE_CHOICES, resolve_release
+from ..ltx_core.loading.transformer import inspect_transformer
+from ..ltx_core.loading.vae import inspect_vae
 from ..ltx_core.memory import MEMORY_MODES
 from ..ltx_core.model.fp8 import quantize_linears
 from . import comfy_bridge as bridge
@@ -49,7 +53,15 @@ NODE_ADVICE = {
     "updating or reinstalling ComfyUI brings it back",
     "bad_tokenizer": "replace that file with T5's spiece.model or tokenizer.json (from google/t5-v1_1-xxl), or "
     "remove it: a T5 file with no tokenizer beside it uses ComfyUI's own T5 tokenizer",
+    "release": f"choose the release in release of {MODEL_LOADER}",
+    "matching_vae": f"choose the VAE of the transformer's release in vae_name of {MODEL_LOADER} (a VAE file, or "
+    "that release's full checkpoint)",
 }
+RELEASE_TOOLTIP = (
+    "The LTX-Video release of the model file, which picks the sampler's and decoder's settings: auto reads it "
+    "off the files (embedded config, model width, the VAE's layout) and asks when they cannot tell, as for "
+    "GGUF and diffusion-model files of 0.9.5 and later. The release found shows in the release output."
+)
 
 
 @contextlib.contextmanager
@@ -64,9 +76,13 @@ def in_node_words() -> Iterator[None]:
 class LTXPackModelLoader:
     DESCRIPTION = "Loads the LTX-Video transformer and VAE: a full checkpoint, a diffusion-model file or a GGUF."
     CATEGORY = CATEGORY
-    RETURN_TYPES = (MODEL, VAE)
-    RETURN_NAMES = ("model", "vae")
-    OUTPUT_TOOLTIPS = ("The LTX-Video transformer.", "The LTX-Video video VAE.")
+    RETURN_TYPES = (MODEL, VAE, "STRING")
+    RETURN_NAMES = ("model", "vae", "release")
+    OUTPUT_TOOLTIPS = (
+        "The LTX-Video transformer.",
+        "The LTX-Video video VAE.",
+        "The release the files were found to be (or named), its size and how it was decided.",
+    )
     FUNCTION = "load"
 
     @classmethod
@@ -101,31 +117,52 @@ class LTXPackModelLoader:
                 ),
                 "device": (DEVICES, {"default": "default", "tooltip": DEVICE_TOOLTIP}),
                 "memory": (list(MEMORY_MODES), {"default": "default", "tooltip": MEMORY_TOOLTIP}),
-            }
+            },
+            # optional, so that workflows saved before it existed still run (as auto)
+            "optional": {"release": (list(RELEASE_CHOICES), {"default": AUTO, "tooltip": RELEASE_TOOLTIP})},
         }
 
-    def load(self, model_name: str, vae_name: str, weight_dtype: str, device: str, memory: str = "default") -> tuple:
+    def load(
+        self,
+        model_name: str,
+        vae_name: str,
+        weight_dtype: str,
+        device: str,
+        memory: str = "default",
+        release: str = AUTO,
+    ) -> tuple:
         path = bridge.model_path(MODEL_FOLDERS, model_name)
         vae_path = path if vae_name == FROM_MODEL else bridge.model_path(VAE_FOLDERS, vae_name)
         with in_node_words():
-            transformer, found = load_transformer(path, dtype=WEIGHT_DTYPES[weight_dtype], device="cpu")
+            found = _release(model_name, path, vae_name, vae_path, release)  # from headers, before any weight
+            log.info("%s: %s", model_name, found.describe())
+            dtype, causal = WEIGHT_DTYPES[weight_dtype], found.causal_positions
+            transformer, _ = load_transformer(path, dtype=dtype, device="cpu", causal_temporal_positioning=causal)
             if weight_dtype == "fp8_matmul":
                 count = quantize_linears(transformer)
                 log.info("fp8_matmul: %d linear layers of %s requantized to fp8", count, model_name)
-            wanted = transformer.dtype if WEIGHT_DTYPES[weight_dtype] is not None else None
-            try:
-                vae, vae_found = load_vae(vae_path, dtype=vae_dtype(wanted), device="cpu")
-            except CheckpointError as error:
-                if vae_name == FROM_MODEL and error.advice == "transformer":  # the model file has no VAE
-                    raise ValueError(
-                        f"{model_name} holds only the transformer ({found.format}), no VAE. Choose a VAE in "
-                        "vae_name: a VAE file from models/vae, or the full checkpoint from models/checkpoints."
-                    ) from None
-                raise
+            wanted = transformer.dtype if dtype is not None else None
+            vae, _ = load_vae(vae_path, dtype=vae_dtype(wanted), device="cpu")
         return (
-            Loaded(bridge.manage(transformer, device, "diffusion", memory), vae_found.release),
-            Loaded(bridge.manage(vae_in_dtype(vae), device, "vae", memory), vae_found.release),
+            Loaded(bridge.manage(transformer, device, "diffusion", memory), found),
+            Loaded(bridge.manage(vae_in_dtype(vae), device, "vae", memory), found),
+            found.describe(),
         )
+
+
+def _release(model_name: str, path: Path, vae_name: str, vae_path: Path, release: str) -> Release:
+    """The release of the chosen transformer and VAE files, read off their headers or named."""
+    transformer = inspect_transformer(path)
+    try:
+        vae = inspect_vae(vae_path)
+    except CheckpointError as error:
+        if vae_name == FROM_MODEL and error.advice == "transformer":  # the model file has no VAE
+            raise ValueError(
+                f"{model_name} holds only the transformer ({transformer.format}), no VAE. Choose a VAE in "
+                "vae_name: a VAE file from models/vae, or the full checkpoint from models/checkpoints."
+            ) from None
+        raise
+    return resolve_release(transformer, vae, release)
 
 
 class LTXPackTextEncoderLoader:
@@ -165,4 +202,4 @@ class LTXPackTextEncoderLoader:
         tokenizer = None if tokenizer_beside(path) else bridge.default_tokenizer()
         with in_node_words():
             encoder, _ = load_text_encoder(path, dtype=TEXT_DTYPES[dtype], device="cpu", tokenizer_path=tokenizer)
-        return (Loaded(bridge.manage(encoder, device, "text_encoder", memory), release=""),)
+        return (Loaded(bridge.manage(encoder, device, "text_encoder", memory), release=None),)

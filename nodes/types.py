@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from ..ltx_core import Conditioning
-from ..ltx_core.defaults import ReleaseDefaults, defaults_for
+from ..ltx_core import Conditioning, Release
+from ..ltx_core.defaults import ReleaseDefaults
 
 CATEGORY = "LTX-Video (pack)"
 
@@ -56,10 +56,11 @@ def vae_in_dtype(vae: torch.nn.Module) -> torch.nn.Module:
 
 @dataclass(frozen=True)
 class Loaded:
-    """A loaded component (`handle.module`, placed by the bridge) and the release it belongs to."""
+    """A loaded component (`handle.module`, placed by the bridge) and the release it belongs to (None
+    for the text encoder, which every release shares)."""
 
     handle: Any  # comfy_bridge.Managed: .module, .memory and .load(memory=None) -> device
-    release: str
+    release: Release | None
 
     @property
     def module(self) -> torch.nn.Module:
@@ -67,7 +68,9 @@ class Loaded:
 
     @property
     def defaults(self) -> ReleaseDefaults:
-        return defaults_for(self.release)
+        if self.release is None:
+            raise ValueError("the text encoder belongs to no release; the model loader's outputs have defaults")
+        return self.release.defaults
 
 
 def to_conditioning(context: torch.Tensor, mask: torch.Tensor) -> list:

@@ -120,6 +120,22 @@ BAD: list[Bad] = [
     Bad(("--checkpoint", "{transformer_only}"), ("--checkpoint", "no VAE", "pass a VAE as --vae")),
     Bad(("--checkpoint", "{gguf}"), ("--checkpoint", "no VAE", "pass a VAE as --vae"), real=True),
     Bad(("--checkpoint", "{garbage}"), ("--checkpoint", "safetensors")),
+    # the release: named, or read off the files
+    Bad(("--release", "0.9.9"), ("--release", "invalid choice", "0.9.8-distilled")),
+    Bad(("--release", "0.9.7-dev"), ("--release 0.9.7-dev", "released as 13B", "a 2B release", "--release 0.9.0")),
+    Bad(
+        ("--release", "0.9.5"),
+        ("--release 0.9.5", "0.9.0 / 0.9.1 positions", "a release that fits: 0.9.0 or 0.9.1", "--release 0.9.0"),
+    ),
+    Bad(
+        ("--checkpoint", "{gguf32}", "--vae", "{vae_095}"),
+        ("--release auto", "0.9.5, 0.9.6-dev, 0.9.6-distilled or 0.9.8-distilled", "e.g. --release 0.9.5"),
+        real=True,
+    ),
+    Bad(
+        ("--checkpoint", "{gguf32}", "--vae", "{vae_095}", "--release", "0.9.1"),
+        ("--vae", "holds a 0.9.5+ VAE", "VAE of the transformer's release as --vae"),
+    ),
     Bad(("--checkpoint", "{truncated}"), ("--checkpoint", "truncated", "download it again"), real=True),
     Bad(("--text-encoder", "{empty}"), ("--text-encoder", "without config.json", "T5")),
     Bad(("--tokenizer", "{empty}"), ("--tokenizer", "spiece.model", "as --tokenizer")),
@@ -168,6 +184,7 @@ def write_fixtures(folder: Path, tiny: dict[str, Path]) -> dict[str, str]:
     from safetensors.torch import load_file, save_file
 
     from ltx_core.media import write_mp4
+    from tiny_comfy import _transformer_tensors
 
     folder.mkdir(parents=True, exist_ok=True)
     tensors = load_file(tiny["checkpoint"])
@@ -182,6 +199,8 @@ def write_fixtures(folder: Path, tiny: dict[str, Path]) -> dict[str, str]:
     data = tiny["checkpoint"].read_bytes()
     (folder / "truncated.safetensors").write_bytes(data[: len(data) // 2])
     (folder / "garbage.png").write_text("hello, I am not a model")
+    _write_vae_095(folder / "vae-095.safetensors")
+    _write_gguf(folder / "transformer-32-heads.gguf", _transformer_tensors()[1])
     (folder / "empty").mkdir(exist_ok=True)
     pixels = (np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8)
     Image.fromarray(pixels).save(folder / "start.png")
@@ -194,11 +213,30 @@ def write_fixtures(folder: Path, tiny: dict[str, Path]) -> dict[str, str]:
         "gguf": str(folder / "transformer.gguf"),
         "truncated": str(folder / "truncated.safetensors"),
         "garbage": str(folder / "garbage.png"),
+        "vae_095": str(folder / "vae-095.safetensors"),
+        # a GGUF whose heads can be read off its shapes (32, as in every release), unlike {gguf}
+        "gguf32": str(folder / "transformer-32-heads.gguf"),
         "empty": str(folder / "empty"),
         "image": str(folder / "start.png"),
         "clip": str(folder / "clip.mp4"),
         "tmp": str(folder),
     }
+
+
+def _write_vae_095(path: Path) -> None:
+    """A tiny VAE of the 0.9.5 layout (for the checkpoint's 16 latent channels), with its config."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from ltx_core import VAEConfig, VideoVAE
+    from tiny import TINY_VAE_LAYOUTS, random_vae_state_dict
+
+    metadata = TINY_VAE_LAYOUTS["0.9.5"][0]
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in VideoVAE(VAEConfig.from_metadata(metadata)).state_dict().items()}
+    save_file(random_vae_state_dict(shapes, 41), path, metadata={"config": json.dumps({"vae": metadata})})
 
 
 def _write_gguf(path: Path, tensors: dict) -> None:

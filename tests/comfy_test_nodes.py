@@ -9,11 +9,16 @@ and for each of the pack's models the size core's patcher reports next to the by
 (counted here, independently of the pack) and core's own state-dict measure, and which of the pack's
 file lists folder_paths holds in its cache; it can also switch on
 streaming to the CPU, so that low_vram mode streams on a machine without a GPU.
+LTXTestDeviceMemory reports what a benchmark reads after each prompt (benchmarks/comfyui_memory.py):
+PyTorch's GPU memory in this process (allocated, reserved, and their peaks since the last report),
+the device's free memory, resident host memory, the models core holds loaded, what block streaming
+holds, and when it started, so that the prompt's time before it can be told.
 """
 
 import gc
 import os
 import sys
+import time
 
 import folder_paths
 import torch
@@ -134,9 +139,91 @@ class LTXTestMemoryReport:
         return {"ui": {"memory": [report]}}
 
 
+def _proc_status(*fields: str) -> dict[str, int]:
+    """Fields of /proc/self/status given in kB (VmRSS, VmHWM, RssFile, ...), in bytes."""
+    found = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in fields:
+                found[name] = int(value.split()[0]) * 1024
+    return found
+
+
+def _cuda_memory() -> dict | None:
+    """PyTorch's view of this process's GPU memory; the peaks are reset, so that the next report's
+    peaks are those of the prompt in between. None without CUDA; a statistic that the allocator in
+    use does not keep is None."""
+    if not torch.cuda.is_available():
+        return None
+
+    def read(statistic):
+        try:
+            return statistic()
+        except RuntimeError:
+            return None
+
+    torch.cuda.synchronize()
+    free, total = torch.cuda.mem_get_info()
+    report = {
+        "allocated": read(torch.cuda.memory_allocated),
+        "reserved": read(torch.cuda.memory_reserved),
+        "peak_allocated": read(torch.cuda.max_memory_allocated),
+        "peak_reserved": read(torch.cuda.max_memory_reserved),
+        "device_free": free,
+        "device_total": total,
+        "device": torch.cuda.get_device_name(),
+        "allocator": torch.cuda.get_allocator_backend(),  # ComfyUI picks cudaMallocAsync where it can
+    }
+    read(torch.cuda.reset_peak_memory_stats)
+    return report
+
+
+class LTXTestDeviceMemory:
+    CATEGORY = "testing"
+    RETURN_TYPES = ()
+    FUNCTION = "report"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}, "optional": {"after": ("*",)}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_types):
+        return True  # `after` takes anything: it only orders this node after another
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")  # never cached: the answer changes between prompts
+
+    def report(self, after=None):
+        import comfy.model_management as mm
+
+        started = time.time()
+        gc.collect()  # what is unreachable is not held (ComfyUI collects between prompts too)
+        host = _proc_status("VmRSS", "VmHWM", "RssFile")
+        report = {
+            "started": started,
+            "torch": torch.__version__,
+            "rss": host["VmRSS"],
+            "rss_peak": host["VmHWM"],
+            "rss_file": host.get("RssFile", 0),  # mapped files (GGUF weights stay mapped)
+            "cuda": _cuda_memory(),
+            "streaming": _pack_memory_module().streaming_report(),
+            "models": [
+                {"name": type(loaded.model.model).__name__, "loaded_size": loaded.model.loaded_size()}
+                for loaded in mm.current_loaded_models
+                if loaded.model is not None
+            ],
+        }
+        return {"ui": {"memory": [report]}}
+
+
 NODE_CLASS_MAPPINGS = {
     "LTXTestSeedTorch": LTXTestSeedTorch,
     "LTXTestSaveTensor": LTXTestSaveTensor,
     "LTXTestLoadedModels": LTXTestLoadedModels,
     "LTXTestMemoryReport": LTXTestMemoryReport,
+    "LTXTestDeviceMemory": LTXTestDeviceMemory,
 }

@@ -31,13 +31,14 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def comfy_root(tmp_path_factory):
-    """A ComfyUI base folder with the tiny model files under models/ and the workflows' images under
-    input/, written once for the whole run."""
-    from tiny_comfy import write_bundled_tokenizer, write_comfy_models, write_input_images
+    """A ComfyUI base folder with the tiny model files under models/ and the workflows' images and
+    video under input/, written once for the whole run."""
+    from tiny_comfy import write_bundled_tokenizer, write_comfy_models, write_input_images, write_input_video
 
     root = tmp_path_factory.mktemp("comfy")
     write_comfy_models(root / "models")
     write_input_images(root / "input")
+    write_input_video(root / "input")
     write_bundled_tokenizer(root / "bundled_tokenizer")
     return root
 
@@ -56,17 +57,18 @@ def comfy(monkeypatch, comfy_root, tmp_path):
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
     """A real ComfyUI server (see comfy_server.py) over a base folder holding the pack, the test nodes,
-    the input images and two sets of tiny model files: written by the pack's tests under the names the
-    workflows use, and written with ComfyUI's own model classes under models/*/comfy_written/.
+    the input images and video, and two sets of tiny model files: written by the pack's tests under the
+    names the workflows use, and written with ComfyUI's own model classes under models/*/comfy_written/.
     The T5 files lie alone in models/text_encoders, as a user puts them (no tokenizer beside them)."""
     from comfy_server import COMFYUI, SKIP_REASON, Server, prepare_base
-    from tiny_comfy import write_comfy_models, write_input_images
+    from tiny_comfy import write_comfy_models, write_input_images, write_input_video
 
     if not COMFYUI:
         pytest.skip(SKIP_REASON)
     base = prepare_base(tmp_path_factory.mktemp("comfy_base"))
     write_comfy_models(base / "models")
     write_input_images(base / "input")
+    write_input_video(base / "input")
     from comfy_written import write_with_comfy_classes
 
     write_with_comfy_classes(base / "models")

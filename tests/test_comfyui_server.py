@@ -16,10 +16,11 @@ from pathlib import Path
 import av
 import pytest
 
+import comfy_written
 from comfy_server import COMFYUI, PACK_FOLDER
-from ltx_core.media import read_video
-from test_workflows import NAMES, SMALL, load, shrink, ui_to_api
-from tiny_comfy import CHECKPOINT_095
+from ltx_core.media import read_video, resize_and_crop
+from test_workflows import NAMES, SMALL, expected_frames, load, shrink, ui_to_api
+from tiny_comfy import CHECKPOINT_095, VIDEO, VIDEO_FRAMES
 
 pytestmark = pytest.mark.comfyui
 
@@ -29,15 +30,23 @@ FILE_SETS = {
     "pack": "",  # written by the pack's tests (tiny_comfy.py)
     "comfy": "comfy_written/",  # written with ComfyUI's own model classes (comfy_written.py)
 }
+# What the "comfy" set holds (0.9.1 files only: the 0.9.5 workflows keep the pack's 0.9.5 checkpoint there).
+COMFY_WRITTEN = {
+    comfy_written.CHECKPOINT,
+    comfy_written.VAE,
+    comfy_written.GGUF,
+    comfy_written.T5,
+    comfy_written.T5_FP8,
+}
 
 
 def with_files(prompt: dict, file_set: str) -> dict:
-    """The prompt with every model file taken from `file_set`."""
+    """The prompt with every model file that `file_set` holds taken from it."""
     prompt = copy.deepcopy(prompt)
     for node in prompt.values():
         for name in FILE_INPUTS:
             value = node["inputs"].get(name)
-            if isinstance(value, str) and not value.startswith("("):
+            if value in COMFY_WRITTEN:  # the pack's set holds every file the workflows name
                 node["inputs"][name] = FILE_SETS[file_set] + value
     return prompt
 
@@ -72,14 +81,14 @@ def spec_from_object_info(node: dict) -> dict:
     for name in [*node["input_order"]["required"], *node["input_order"].get("optional", [])]:
         kind, options = declared[name][0], (declared[name][1] if len(declared[name]) > 1 else {})
         inputs.append((name, "COMBO" if isinstance(kind, list) else kind, options))
-    upload = any(options.get("image_upload") for _, _, options in inputs)
+    upload = any(options.get("image_upload") or options.get("video_upload") for _, _, options in inputs)
     return {"inputs": inputs, "outputs": list(zip(node["output_name"], node["output"], strict=True)), "upload": upload}
 
 
 def test_nodes_are_registered_next_to_core(comfy_server):
     info = comfy_server.get("/object_info")
     ours = {k: v for k, v in info.items() if k.startswith("LTXPack")}
-    assert len(ours) == 9 and all(v["python_module"] == f"custom_nodes.{PACK_FOLDER}" for v in ours.values())
+    assert len(ours) == 11 and all(v["python_module"] == f"custom_nodes.{PACK_FOLDER}" for v in ours.values())
     assert {"EmptyLTXVLatentVideo", "LTXVImgToVideo", "LTXVScheduler", "CLIPLoader"} <= set(info)
     assert "IMPORT FAILED" not in comfy_server.log()
 
@@ -99,7 +108,7 @@ def test_workflow_makes_a_playable_mp4(comfy_server, name, form, file_set):
     progress = [d for n, d in run.events if n == "progress" and d["node"] == "10"]
     assert progress[-1]["value"] == progress[-1]["max"] == SMALL["steps"]
     path = saved_video(comfy_server, run)
-    assert_playable(path, ui, SMALL["length"], SMALL["height"], SMALL["width"], 25.0)
+    assert_playable(path, ui, expected_frames(name), SMALL["height"], SMALL["width"], 25.0)
 
 
 @pytest.mark.parametrize("last", [-1, 3])
@@ -112,6 +121,34 @@ def test_keyframes_on_a_095_model_make_a_playable_mp4(comfy_server, last):
     run = comfy_server.run(prompt, ui)
     assert run.status == "success", json.dumps(run.history["status"], indent=1)[-4000:]
     assert_playable(saved_video(comfy_server, run), ui, SMALL["length"], SMALL["height"], SMALL["width"], 25.0)
+
+
+def _extension(direction: str = "forward") -> dict:
+    """The video extension API workflow at the tests' small size, extending `direction`."""
+    prompt = shrink(load("video_extension")[1])
+    for node in ("7", "13"):  # LTX Extend Video, LTX Join Video
+        prompt[node]["inputs"]["direction"] = direction
+    return prompt
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_video_extension_joins_the_loaded_video_and_the_new_frames(comfy_server, direction):
+    """Load Video → Get Video Components → Extend → Sampler → Decode → Join → Save: the mp4 holds the
+    old video's frames (resized to the new size) and the new ones outside the overlap, old first going
+    forward, last going backward."""
+    ui, _ = load("video_extension")
+    prompt = _extension(direction)
+    prompt["10"]["inputs"]["seed"] = 300 + (direction == "backward")  # no cached result reused
+    run = comfy_server.run(prompt, ui)
+    assert run.status == "success", json.dumps(run.history["status"], indent=1)[-4000:]
+    path = saved_video(comfy_server, run)
+    frames = VIDEO_FRAMES + SMALL["length"] - SMALL["overlap"]
+    assert_playable(path, ui, frames, SMALL["height"], SMALL["width"], 25.0)
+    saved, _ = read_video(path)
+    old = resize_and_crop(read_video(comfy_server.base / "input" / VIDEO)[0], SMALL["width"], SMALL["height"])
+    kept, elsewhere = (saved[:VIDEO_FRAMES], saved[-VIDEO_FRAMES:])[:: 1 if direction == "forward" else -1]
+    assert (kept - old).abs().mean() < 0.05, "the old frames are not where the direction puts them"
+    assert (elsewhere - old).abs().mean() > 0.2  # the other alignment, off by the new frames: not the old video
 
 
 def test_default_setup_t5_alone_uses_comfyuis_tokenizer(comfy_server):
@@ -318,6 +355,7 @@ REFUSED = [
     ("sampler input missing", lambda: _drop(small_t2v(), "10", "positive"), ["positive", "Required input is missing"]),
     ("an IMAGE into latent", lambda: _set(_i2v(), "10", latent=["5", 0]), ["latent", "IMAGE", "LATENT"]),
     ("our model into core's KSampler", lambda: _core_ksampler(), ["model", "LTXPACK_MODEL", "MODEL"]),
+    ("overlap below 1", lambda: _set(_extension(), "7", overlap=0), ["overlap", "smaller than min of 1"]),
     ("unknown node", lambda: {**small_t2v(), "99": {"class_type": "LTXPackNope", "inputs": {}}}, ["LTXPackNope"]),
 ]
 
@@ -380,6 +418,30 @@ def _encode_frames(count: int) -> dict:
 
 # (what the user did, how to build the prompt, node that must fail, words the message must hold)
 FAILED = [
+    (
+        "extension overlap not 1 + 8k",
+        lambda: _set(_extension(), "7", overlap=12),
+        "LTXPackExtendVideo",
+        ["overlap 12", "1 + 8·k", "9 or 17"],
+    ),
+    (
+        "extension no longer than the overlap",
+        lambda: _set(_extension(), "4", length=9),
+        "LTXPackExtendVideo",
+        ["9 frames", "overlap of 9", "length to 17 or more"],
+    ),
+    (
+        "video shorter than the overlap",
+        lambda: _set(_set(_extension(), "4", length=41), "7", overlap=33),
+        "LTXPackExtendVideo",
+        [f"the video has {VIDEO_FRAMES} frames", "overlap of 33", "lower overlap to 25"],
+    ),
+    (
+        "a batch of extensions joined as one video",
+        lambda: _set(_extension(), "4", batch_size=2),
+        "LTXPackJoinVideo",
+        ["34 frames", "batch_size", "2 of 17"],
+    ),
     (
         "width not a multiple of 32",
         lambda: _set(small_t2v(), "4", width=100),

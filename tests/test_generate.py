@@ -33,7 +33,7 @@ def models(files):
 
 
 def test_text_to_video_is_seeded(models):
-    assert models.release == "0.9.1"
+    assert models.release.name == "0.9.1"
     first = text_to_video(models, "a red fox", settings=SMALL)
     assert first.shape == (1, 9, 96, 64, 3) and first.dtype == torch.float32
     assert 0 <= first.min() and first.max() <= 1 and first.std() > 0.01
@@ -183,7 +183,8 @@ def test_help_shows_every_option_its_default_and_what_is_required(capsys):
         main(["--help"])
     assert exit.value.code == 0
     text = capsys.readouterr().out
-    parser_options = ["--prompt", "--checkpoint", "--vae", "--text-encoder", "--tokenizer", "--negative-prompt"]
+    parser_options = ["--prompt", "--checkpoint", "--vae", "--release", "--text-encoder", "--tokenizer"]
+    parser_options += ["--negative-prompt"]
     parser_options += ["--image", "--image-strength", "--width", "--height", "--frames", "--fps", "--steps"]
     parser_options += ["--keyframe", "--video", "--strength", "--extend", "--extend-direction", "--extend-overlap"]
     parser_options += [

@@ -44,7 +44,9 @@ def test_original_single_file_with_metadata(tmp_path):
     _assert_loaded(model, weights)
     assert detected.format == "single file"
     assert detected.config == cfg
-    assert "0.9.5+" in detected.release and detected.stored_dtype == "F32"
+    assert detected.hints.causal is True and detected.hints.said_by == "its embedded config"
+    assert detected.release == "2B, its embedded config: 0.9.5+ positions, not distilled"
+    assert detected.stored_dtype == "F32"
 
 
 def test_split_file_without_metadata_bf16(tmp_path):
@@ -196,18 +198,18 @@ def test_selectable_weight_dtypes(tmp_path, dtype):
     assert _forward(model).dtype == dtype
 
 
-@pytest.mark.parametrize(("decoder_width", "encoder_sentinel", "causal"), [(1024, True, True), (1024, False, False)])
-def test_single_file_without_metadata_reads_the_release_off_its_vae(tmp_path, decoder_width, encoder_sentinel, causal):
+@pytest.mark.parametrize("causal", [None, True])
+def test_files_without_metadata_get_the_fix_only_when_told(tmp_path, causal):
+    """No guessing from the width or a VAE in the same file: the release decides (loading/release.py)."""
     weights = {f"model.diffusion_model.{k}": v for k, v in _weights().items()}
-    # only shapes matter for layout detection: empty tensors with the released widths
     weights["vae.decoder.conv_in.conv.weight"] = torch.zeros(0)
-    weights["vae.decoder.up_blocks.0.res_blocks.0.conv1.conv.weight"] = torch.zeros(decoder_width, 0, 3, 3, 3)
-    if encoder_sentinel:
-        weights["vae.encoder.down_blocks.1.conv.conv.bias"] = torch.zeros(0)
+    weights["vae.decoder.up_blocks.0.res_blocks.0.conv1.conv.weight"] = torch.zeros(1024, 0, 3, 3, 3)
+    weights["vae.encoder.down_blocks.1.conv.conv.bias"] = torch.zeros(0)  # a 0.9.5+ VAE beside it
     path = tmp_path / "checkpoint.safetensors"
     save_file(weights, path)
-    _, detected = load_transformer(path)
-    assert detected.config.causal_temporal_positioning is causal
+    _, detected = load_transformer(path, causal_temporal_positioning=causal)
+    assert detected.config.causal_temporal_positioning is bool(causal)
+    assert detected.hints.causal is None and detected.release == "2B, no release in the file"
 
 
 def _metadata_file(tmp_path, cfg: TransformerConfig, metadata: dict):

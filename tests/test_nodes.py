@@ -75,12 +75,12 @@ def test_loader_errors_name_the_file_and_the_fix(comfy):
 
 
 def test_loading_is_deterministic_and_fp8_works(comfy):
-    model, vae = nodes.LTXPackModelLoader().load(GGUF, VAE, "default", "cpu")
-    again, _ = nodes.LTXPackModelLoader().load(GGUF, VAE, "default", "cpu")
-    assert model.release == vae.release == "0.9.1" and model.handle.device == "cpu"
+    model, vae, _ = nodes.LTXPackModelLoader().load(GGUF, VAE, "default", "cpu")
+    again, _, _ = nodes.LTXPackModelLoader().load(GGUF, VAE, "default", "cpu")
+    assert model.release.name == vae.release.name == "0.9.1" and model.handle.device == "cpu"
     first, second = model.module.state_dict(), again.module.state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
-    fp8, _ = nodes.LTXPackModelLoader().load(CHECKPOINT, "(from the model file)", "fp8_e4m3fn", "default")
+    fp8, _, _ = nodes.LTXPackModelLoader().load(CHECKPOINT, "(from the model file)", "fp8_e4m3fn", "default")
     assert fp8.module.transformer_blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
 
 
@@ -266,7 +266,7 @@ def test_empty_latent_checks_sizes():
 
 
 def test_image_condition_chains_and_checks(comfy):
-    _, vae = nodes.LTXPackModelLoader().load(CHECKPOINT, "(from the model file)", "default", "default")
+    _, vae, _ = nodes.LTXPackModelLoader().load(CHECKPOINT, "(from the model file)", "default", "default")
     (latent,) = nodes.LTXPackEmptyLatentVideo().make(64, 64, 17, 1)
     image = torch.rand(1, 50, 70, 3)
     (first,) = nodes.LTXPackImageCondition().condition(latent, vae, image, 0, 1.0, 29)
@@ -288,7 +288,7 @@ def test_image_condition_chains_and_checks(comfy):
 
 
 def test_sampler_reports_progress_keeps_conditions_and_can_be_cancelled(comfy):
-    model, vae = nodes.LTXPackModelLoader().load(CHECKPOINT, "(from the model file)", "default", "default")
+    model, vae, _ = nodes.LTXPackModelLoader().load(CHECKPOINT, "(from the model file)", "default", "default")
     (encoder,) = nodes.LTXPackTextEncoderLoader().load(T5, "default", "default")
     positive, negative = nodes.LTXPackTextEncode().encode(encoder, "a red fox", "blurry", 16)
     (latent,) = nodes.LTXPackEmptyLatentVideo().make(64, 64, 9, 1)
@@ -319,7 +319,7 @@ def test_sampler_reports_progress_keeps_conditions_and_can_be_cancelled(comfy):
 def _keyframes(checkpoint: str, last: int, seed: int = 5, steps: int = 3):
     """EmptyLatent → ImageCondition(frame 0) → ImageCondition(`last`) → Sampler on `checkpoint`, 25
     frames of 64×64. Returns the sampler's latents and what the core needs to redo it."""
-    model, vae = nodes.LTXPackModelLoader().load(checkpoint, FROM_MODEL, "default", "default")
+    model, vae, _ = nodes.LTXPackModelLoader().load(checkpoint, FROM_MODEL, "default", "default")
     (encoder,) = nodes.LTXPackTextEncoderLoader().load(T5, "default", "default")
     positive, negative = nodes.LTXPackTextEncode().encode(encoder, "a red fox", "blurry", 16)
     images = torch.rand(2, 1, 64, 64, 3, generator=torch.Generator().manual_seed(3))
@@ -347,7 +347,7 @@ def _core_sample(model, latent, text, conditions, seed: int = 5, steps: int = 3,
 @pytest.mark.parametrize("last", [-1, 13])
 def test_keyframes_follow_the_release_095(comfy, last):
     out, model, vae, images, latent, text = _keyframes(CHECKPOINT_095, last)
-    assert model.release == "0.9.5+"
+    assert model.release.name == "0.9.5"
     core = pack.ltx_core
     with torch.inference_mode():  # encoded as keyframes_to_video encodes them
         encoded = [
@@ -370,7 +370,7 @@ def test_keyframes_follow_the_release_095(comfy, last):
 
 def test_keyframes_stay_in_place_for_091(comfy):
     out, model, _, _, latent, text = _keyframes(CHECKPOINT, -1)
-    assert model.release == "0.9.1" and latent["noise_mask"].flatten().tolist() == [0.0, 1.0, 1.0, 0.0]
+    assert model.release.name == "0.9.1" and latent["noise_mask"].flatten().tolist() == [0.0, 1.0, 1.0, 0.0]
     in_place = pack.ltx_core.latent_guides.conditions_from_mask(latent["samples"], latent["noise_mask"])
     assert torch.equal(out, _core_sample(model, latent, text, in_place, initial=latent["samples"]))
 
@@ -379,7 +379,7 @@ def test_core_guides_in_our_sampler_are_cut_by_our_decode_or_refused(comfy):
     """A LATENT + CONDITIONING as core's LTXVAddGuide leaves them (one guide frame after the video's,
     `keyframe_idxs` in the conditioning): sampled by a 0.9.5+ model with the guide frame returned after the
     video's, which our decode leaves out; refused by a 0.9.1 model and after one of our condition nodes."""
-    model, vae = nodes.LTXPackModelLoader().load(CHECKPOINT_095, FROM_MODEL, "default", "default")
+    model, vae, _ = nodes.LTXPackModelLoader().load(CHECKPOINT_095, FROM_MODEL, "default", "default")
     (encoder,) = nodes.LTXPackTextEncoderLoader().load(T5, "default", "default")
     positive, negative = nodes.LTXPackTextEncode().encode(encoder, "a red fox", "blurry", 16)
     (latent,) = nodes.LTXPackEmptyLatentVideo().make(64, 64, 17, 1)  # 3 latent frames of 2 × 2
@@ -399,14 +399,16 @@ def test_core_guides_in_our_sampler_are_cut_by_our_decode_or_refused(comfy):
     with pytest.raises(ValueError) as error:
         nodes.LTXPackSampler().sample(model, positive, negative, ours, *args[3:])
     _assert_in_node_words(str(error.value), "an LTX Image Condition (pack) node comes after core's LTXVAddGuide")
-    old, _ = nodes.LTXPackModelLoader().load(CHECKPOINT, FROM_MODEL, "default", "default")
+    old, _, _ = nodes.LTXPackModelLoader().load(CHECKPOINT, FROM_MODEL, "default", "default")
     with pytest.raises(ValueError) as error:
         nodes.LTXPackSampler().sample(old, *args)
     _assert_in_node_words(str(error.value), "appends guide frames, which this 0.9.1 model does not take")
 
 
 def test_memory_modes_reach_the_memory_manager(comfy, monkeypatch):
-    model, vae = nodes.LTXPackModelLoader().load(CHECKPOINT, "(from the model file)", "default", "default", "low_vram")
+    model, vae, _ = nodes.LTXPackModelLoader().load(
+        CHECKPOINT, "(from the model file)", "default", "default", "low_vram"
+    )
     (encoder,) = nodes.LTXPackTextEncoderLoader().load(T5, "default", "default", "low_vram")
     assert model.handle.memory == vae.handle.memory == encoder.handle.memory == "low_vram"
     positive, negative = nodes.LTXPackTextEncode().encode(encoder, "a red fox", "blurry", 16)
@@ -433,13 +435,13 @@ def test_memory_modes_reach_the_memory_manager(comfy, monkeypatch):
 
 def test_fp8_matmul_converts_gguf_layers_and_the_vae_stays_in_bf16_or_fp32(comfy):
     fp8 = pack.ltx_core.model.fp8
-    model, vae = nodes.LTXPackModelLoader().load(GGUF, VAE, "fp8_matmul", "cpu")
+    model, vae, _ = nodes.LTXPackModelLoader().load(GGUF, VAE, "fp8_matmul", "cpu")
     linears = [m for name, m in model.module.named_modules() if name.startswith("transformer_blocks.") and
                hasattr(m, "in_features")]  # fmt: skip
     assert linears and all(isinstance(m, fp8.Fp8Linear) for m in linears)  # none stayed GGML blocks
     assert next(vae.module.parameters()).dtype == torch.bfloat16
     for weight_dtype, expected in (("fp16", torch.bfloat16), ("fp32", torch.float32), ("fp8_e4m3fn", torch.bfloat16)):
-        _, vae = nodes.LTXPackModelLoader().load(CHECKPOINT, FROM_MODEL, weight_dtype, "cpu")
+        _, vae, _ = nodes.LTXPackModelLoader().load(CHECKPOINT, FROM_MODEL, weight_dtype, "cpu")
         assert next(vae.module.parameters()).dtype == expected, weight_dtype
 
 
@@ -448,7 +450,7 @@ def test_fp16_vae_file_runs_in_bf16(user_comfy):
 
     tensors = {k: v.half() for k, v in load_file(user_comfy.models / "vae" / VAE).items()}
     save_file(tensors, user_comfy.models / "vae" / "vae_fp16.safetensors", metadata=_metadata(VAE, user_comfy))
-    _, vae = nodes.LTXPackModelLoader().load(CHECKPOINT, "vae_fp16.safetensors", "default", "cpu")
+    _, vae, _ = nodes.LTXPackModelLoader().load(CHECKPOINT, "vae_fp16.safetensors", "default", "cpu")
     assert next(vae.module.parameters()).dtype == torch.bfloat16
 
 
@@ -475,7 +477,7 @@ def test_decode_noise_only_for_timestep_conditioned_vaes(user_comfy):
     latent = {"samples": torch.randn(1, 128, 2, 2, 3)}
     decode = nodes.LTXPackVAEDecode().decode
     for name, noisy in (("vae_090.safetensors", False), (VAE, True)):
-        _, vae = nodes.LTXPackModelLoader().load(CHECKPOINT, name, "default", "cpu")
+        _, vae, _ = nodes.LTXPackModelLoader().load(CHECKPOINT, name, "default", "cpu")
         assert vae.module.config.timestep_conditioning == noisy
         quiet, loud = (decode(latent, vae, 0.05, scale, 0, "off")[0] for scale in (0.0, 0.5))
         assert torch.equal(quiet, loud) != noisy, name
@@ -492,7 +494,7 @@ def test_model_folders_are_listed_once_from_comfyuis_file_list(user_comfy):
 
 
 def test_decode_and_encode_round_trip_and_decode_can_be_cancelled(comfy):
-    _, vae = nodes.LTXPackModelLoader().load(CHECKPOINT, "(from the model file)", "default", "default")
+    _, vae, _ = nodes.LTXPackModelLoader().load(CHECKPOINT, "(from the model file)", "default", "default")
     (latent,) = nodes.LTXPackVAEEncode().encode(torch.rand(9, 64, 96, 3), vae, "auto")
     assert latent["samples"].shape == (1, 128, 2, 2, 3)
     (frames,) = nodes.LTXPackVAEDecode().decode(latent, vae, 0.05, 0.025, 0, "off")

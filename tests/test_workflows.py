@@ -10,13 +10,21 @@ import pytest
 import torch
 
 from ltx_core.media import read_image, read_video
+from tiny_comfy import VIDEO_FRAMES
 from workflows.build import CONTROL_VALUE, CORE_NODES, build, dumps, import_pack, is_widget, node_spec
 
 nodes = import_pack().nodes
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
-NAMES = ["text_to_video", "image_to_video", "keyframe_interpolation", "low_vram"]
+NAMES = ["text_to_video", "image_to_video", "keyframe_interpolation", "low_vram", "video_extension"]
 FRONTEND_ONLY = {"Note", "MarkdownNote"}  # virtual nodes: never sent to the server
-SMALL = {"width": 64, "height": 96, "length": 17, "steps": 2, "max_tokens": 16}
+SMALL = {"width": 64, "height": 96, "length": 17, "steps": 2, "max_tokens": 16, "overlap": 9}
+
+
+def expected_frames(name: str) -> int:
+    """Frames of the video a shrunk workflow saves: the new video's, or for the extension the joined one's."""
+    if name == "video_extension":
+        return VIDEO_FRAMES + SMALL["length"] - SMALL["overlap"]
+    return SMALL["length"]
 
 
 def load(name: str) -> tuple[dict, dict]:
@@ -114,9 +122,14 @@ def run_prompt(prompt: dict, comfy, workflow: dict) -> dict:
         if node_id not in outputs:
             node = prompt[node_id]
             inputs = {k: execute(v[0])[v[1]] if isinstance(v, list) else v for k, v in node["inputs"].items()}
-            if node["class_type"] == "LoadImage":  # core's node, as ComfyUI runs it
+            if node["class_type"] == "LoadImage":  # core's nodes, as ComfyUI runs them
                 image = read_image(comfy.input / inputs["image"])[None]
                 outputs[node_id] = (image, torch.zeros(image.shape[:3]))
+            elif node["class_type"] == "LoadVideo":
+                outputs[node_id] = (comfy.input / inputs["file"],)
+            elif node["class_type"] == "GetVideoComponents":
+                frames, fps = read_video(inputs["video"])
+                outputs[node_id] = (frames, None, fps)
             else:
                 cls = nodes.NODE_CLASS_MAPPINGS[node["class_type"]]
                 if "hidden" in cls.INPUT_TYPES():
@@ -150,7 +163,7 @@ def test_api_workflow_runs_to_a_playable_mp4(name, comfy):
     path = comfy.output / entry["subfolder"] / entry["filename"]
     assert entry["type"] == "output" and path.suffix == ".mp4" and saved["animated"] == (True,)
     frames, fps = read_video(path)
-    assert frames.shape == (SMALL["length"], SMALL["height"], SMALL["width"], 3) and fps == pytest.approx(25.0)
+    assert frames.shape == (expected_frames(name), SMALL["height"], SMALL["width"], 3) and fps == pytest.approx(25.0)
     import av
 
     with av.open(str(path)) as container:

@@ -231,7 +231,10 @@ def write_tiny_checkpoints(folder, layout: str = "0.9.1") -> dict[str, object]:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = dataclasses.replace(tiny_transformer_config(heads=2, head_dim=16), caption_channels=32)
+    # the 0.9.5 layout belongs to the releases with the causal RoPE fix; their embedded config says so
+    cfg = dataclasses.replace(
+        tiny_transformer_config(heads=2, head_dim=16, causal=layout == "0.9.5"), caption_channels=32
+    )
     vae_metadata = TINY_VAE_LAYOUTS[layout][0]
     with torch.device("meta"):
         transformer_shapes = {k: v.shape for k, v in LTXVideoTransformer(cfg).state_dict().items()}

@@ -29,6 +29,8 @@ VAE = "ltx-video-2b-v0.9.1-vae.safetensors"
 T5 = "t5xxl_fp16.safetensors"
 T5_FP8 = "t5xxl_fp8_e4m3fn.safetensors"
 IMAGES = ("example.png", "first_frame.png", "last_frame.png")
+VIDEO = "example.mp4"  # the video extension workflow's input
+VIDEO_FRAMES, VIDEO_SIZE = 25, (56, 40)  # frames, (height, width): another shape than the workflows' videos
 T5_VOCAB = 32128  # T5-XXL's: ids from ComfyUI's bundled T5 tokenizer (32,100 pieces) fit
 
 
@@ -127,3 +129,19 @@ def write_input_images(folder: Path) -> None:
     for index, name in enumerate(IMAGES):
         pixels = (rng.random((48 + 8 * index, 40, 3)) * 255).astype(np.uint8)
         Image.fromarray(pixels).save(folder / name)
+
+
+def input_video_frames() -> torch.Tensor:
+    """VIDEO's frames (T, H, W, 3) in [0, 1]: smooth moving stripes, which H.264 keeps closely."""
+    t, y, x = torch.meshgrid(
+        *(torch.arange(n, dtype=torch.float32) for n in (VIDEO_FRAMES, *VIDEO_SIZE)), indexing="ij"
+    )
+    phase = x / 6 + y / 9 + t / 4
+    return torch.stack([0.5 + 0.4 * torch.sin(phase + shift) for shift in (0.0, 2.0, 4.0)], dim=-1)
+
+
+def write_input_video(folder: Path) -> Path:
+    """VIDEO, an H.264 mp4 at 25 fps, in the input folder `folder`."""
+    from ltx_core.media import write_mp4
+
+    return write_mp4(folder / VIDEO, input_video_frames(), 25.0, crf=12)

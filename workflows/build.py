@@ -24,6 +24,12 @@ CONTROL_VALUE = "fixed"  # the frontend's control_after_generate widget value st
 # The core nodes the workflows use, as ComfyUI 0.3.64 declares them: inputs (name, type), outputs.
 CORE_NODES: dict[str, dict[str, Any]] = {
     "LoadImage": {"inputs": [("image", "COMBO")], "outputs": [("IMAGE", "IMAGE"), ("MASK", "MASK")], "upload": True},
+    "LoadVideo": {"inputs": [("file", "COMBO")], "outputs": [("VIDEO", "VIDEO")], "upload": True},
+    "GetVideoComponents": {
+        "inputs": [("video", "VIDEO")],
+        "outputs": [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")],
+        "upload": False,
+    },
 }
 
 
@@ -59,7 +65,7 @@ def node_spec(node_type: str) -> dict[str, Any]:
     """inputs [(name, type, options)] in declaration order and outputs [(name, type)] of a node type."""
     if node_type in CORE_NODES:
         core = CORE_NODES[node_type]
-        return {"inputs": [(n, t, {}) for n, t in core["inputs"]], "outputs": core["outputs"], "upload": True}
+        return {"inputs": [(n, t, {}) for n, t in core["inputs"]], "outputs": core["outputs"], "upload": core["upload"]}
     cls = import_pack().nodes.NODE_CLASS_MAPPINGS[node_type]
     declared = cls.INPUT_TYPES()
     inputs = [(n, s[0], s[1]) for group in ("required", "optional") for n, s in declared.get(group, {}).items()]

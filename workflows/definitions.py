@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 CHECKPOINT = "ltx-video-2b-v0.9.1.safetensors"
+# Keyframes after frame 0 and clips (video extension) are appended as extra tokens from 0.9.5 on.
+CHECKPOINT_095 = "ltx-video-2b-v0.9.5.safetensors"
 GGUF = "ltx-video-2b-v0.9.1-Q8_0.gguf"
 VAE = "ltx-video-2b-v0.9.1-vae.safetensors"
 T5 = "t5xxl_fp16.safetensors"
@@ -13,12 +15,23 @@ PROMPT = (
     "shadows moving over the wet grass. The camera pans slowly to follow the fox, which stops and looks back."
 )
 NEGATIVE = "worst quality, inconsistent motion, blurry, jittery, distorted"
+VIDEO = "example.mp4"
 
-FILES = f"""Files (put them in ComfyUI's models folders, then press R in the editor to refresh the lists):
-- models/checkpoints/{CHECKPOINT}  – from huggingface.co/Lightricks/LTX-Video (transformer + VAE in one file)
+
+def files(checkpoint: str = CHECKPOINT, releases: str = "") -> str:
+    """The note's list of files, for a workflow that loads `checkpoint` (`releases`: which others do)."""
+    return f"""Files (put them in ComfyUI's models folders, then press R in the editor to refresh the lists):
+- models/checkpoints/{checkpoint}  – from huggingface.co/Lightricks/LTX-Video (transformer + VAE in one file){releases}
 - models/text_encoders/{T5}  – from huggingface.co/comfyanonymous/flux_text_encoders (T5-XXL; ComfyUI's bundled
   T5 tokenizer is used when no spiece.model / tokenizer.json lies beside it)
 Sizes: width and height multiples of 32, length 1 + 8·k frames. Guidance 3, 30–40 steps as released."""
+
+
+FILES = files()
+FILES_095 = files(
+    CHECKPOINT_095,
+    "\n  or a later release (e.g. ltxv-13b-0.9.7-dev.safetensors): a 0.9.5+ model, see above",
+)
 
 LOW_VRAM_FILES = f"""Files for low VRAM (under 8 GB at 768×512×121):
 - models/diffusion_models/{GGUF}  – a GGUF transformer, e.g. from huggingface.co/city96/LTX-Video-gguf
@@ -30,7 +43,7 @@ Both loaders use memory = low_vram: the transformer's and T5's blocks stay in CP
 one at a time (copied while the previous block computes), and the VAE decodes in exact temporal chunks."""
 
 
-def _common(node, t5: str, prompt: str, model: dict, width: int, height: int, length: int):
+def _common(node, t5: str, prompt: str, model: dict, width: int, height: int, length: int, max_tokens: int = 128):
     return [
         node(1, "LTXPackModelLoader", model),
         node(
@@ -41,13 +54,13 @@ def _common(node, t5: str, prompt: str, model: dict, width: int, height: int, le
         node(
             3,
             "LTXPackTextEncode",
-            {"text_encoder": (2, 0), "prompt": prompt, "negative_prompt": NEGATIVE, "max_tokens": 128},
+            {"text_encoder": (2, 0), "prompt": prompt, "negative_prompt": NEGATIVE, "max_tokens": max_tokens},
         ),
         node(4, "LTXPackEmptyLatentVideo", {"width": width, "height": height, "length": length, "batch_size": 1}),
     ]
 
 
-def _tail(node, latent: tuple, prefix: str, steps: int = 30) -> list:
+def _tail(node, latent: tuple, prefix: str, steps: int = 30, images: tuple = (11, 0)) -> list:
     return [
         node(
             10,
@@ -78,7 +91,7 @@ def _tail(node, latent: tuple, prefix: str, steps: int = 30) -> list:
                 "tiling": "auto",
             },
         ),
-        node(12, "LTXPackSaveVideo", {"images": (11, 0), "frame_rate": 25.0, "filename_prefix": prefix, "crf": 19}),
+        node(12, "LTXPackSaveVideo", {"images": images, "frame_rate": 25.0, "filename_prefix": prefix, "crf": 19}),
     ]
 
 
@@ -90,8 +103,10 @@ def make(node, workflow) -> list:
         "weight_dtype": "default",
         "device": "default",
         "memory": "default",
+        "release": "auto",
     }
     low = {**full, "model_name": GGUF, "vae_name": VAE, "memory": "low_vram"}
+    full_095 = {**full, "model_name": CHECKPOINT_095}
 
     def condition(id_: int, latent: tuple, image: int, frame: int) -> object:
         return node(
@@ -122,14 +137,40 @@ def make(node, workflow) -> list:
         "keyframe_interpolation",
         "LTX-Video keyframe interpolation: the first image is pinned to frame 0, the second to the last frame\n"
         "(frame −1); the model fills the motion between them. Chain more LTX Image Condition nodes for more\n"
-        f"keyframes (frames that are multiples of 8).\n\n{FILES}",
+        "keyframes: 0.9.5+ models (as named here) take them at any frame as extra tokens, as released;\n"
+        "0.9.0 / 0.9.1 models write them in place, at multiples of 8 only.\n\n"
+        f"{FILES_095}",
         [
-            *_common(node, T5, "A smooth camera move from the first view to the second.", full, 768, 512, 97),
+            *_common(node, T5, "A smooth camera move from the first view to the second.", full_095, 768, 512, 97, 256),
             node(5, "LoadImage", {"image": "first_frame.png"}),
             node(7, "LoadImage", {"image": "last_frame.png"}),
             condition(6, (4, 0), 5, 0),
             condition(8, (6, 0), 7, -1),
             *_tail(node, (8, 0), "ltx/keyframes"),
+        ],
+    )
+    shared = {"direction": "forward", "overlap": 17}  # the same on both nodes
+    extension = workflow(
+        "video_extension",
+        "LTX-Video video extension: a new video of `length` frames continues the loaded one after its end\n"
+        "(direction forward; backward: leads up to its start). LTX Extend Video keeps the old video's last\n"
+        "`overlap` frames as the new one's first (backward: its first as the new one's last), and LTX Join Video\n"
+        "puts the two together: old + length − overlap frames, at the empty latent's size (the old video is\n"
+        "resized and centre-cropped to it). Keep direction and overlap equal on both nodes. It needs a 0.9.5+\n"
+        "model: the shared frames are a clip condition, which 0.9.5 brought.\n"
+        "Put the video in ComfyUI's input folder or upload it in the Load Video node.\n\n"
+        f"{FILES_095}",
+        [
+            *_common(node, T5, "The fox keeps walking through the forest.", full_095, 768, 512, 97, 256),
+            node(5, "LoadVideo", {"file": VIDEO}),
+            node(6, "GetVideoComponents", {"video": (5, 0)}),
+            node(
+                7,
+                "LTXPackExtendVideo",
+                {"latent": (4, 0), "vae": (1, 1), "video": (6, 0), **shared, "strength": 1.0},
+            ),
+            *_tail(node, (7, 0), "ltx/video_extension", images=(13, 0)),
+            node(13, "LTXPackJoinVideo", {"video": (6, 0), "new_frames": (11, 0), **shared, "batch_size": 1}),
         ],
     )
     low_vram = workflow(
@@ -139,4 +180,4 @@ def make(node, workflow) -> list:
         f"{LOW_VRAM_FILES}",
         [*_common(node, T5_FP8, PROMPT, low, 768, 512, 97), *_tail(node, (4, 0), "ltx/low_vram")],
     )
-    return [t2v, i2v, keyframes, low_vram]
+    return [t2v, i2v, keyframes, low_vram, extension]

@@ -41,14 +41,35 @@ EXAMPLES = {  # released files of each kind, for errors about files that hold no
 
 
 @dataclass(frozen=True)
+class ReleaseHints:
+    """What a transformer file says about the release it belongs to (loading/release.py weighs it
+    with the VAE). None: the file does not say."""
+
+    size: str  # "13B" for the 13B model's width 4096; "2B" for every other width (test models too)
+    causal: bool | None  # the causal RoPE fix of 0.9.5+ (`causal_temporal_positioning`)
+    distilled: bool | None  # True: names `allowed_inference_steps`; False: an embedded config without them
+    schedule: str | None  # the sigma schedule its scheduler config selects (a name of SCHEDULES)
+    allowed_timesteps: tuple[float, ...] | None  # the only noise levels the official pipeline lets it run
+    said_by: str  # where the hints come from ("its embedded config", …); "" when the file says nothing
+
+    def describe(self) -> str:
+        if not self.said_by:
+            return f"{self.size}, no release in the file"
+        said = [] if self.causal is None else ["0.9.5+ positions" if self.causal else "0.9.0/0.9.1 positions"]
+        said += [] if self.distilled is None else ["distilled" if self.distilled else "not distilled"]
+        return f"{self.size}, {self.said_by}: {', '.join(said) or 'no release'}"
+
+
+@dataclass(frozen=True)
 class Detected:
     """What a loader found: the file's format, the model release and how its weights were stored."""
 
     path: Path
     format: str  # "single file", "split file", "diffusers folder", "gguf"
-    release: str
+    release: str  # the VAE's layout ("0.9.0", "0.9.1", "0.9.5+"); for a transformer, `hints.describe()`
     stored_dtype: str  # as the file names it: "BF16", "F8_E4M3", "Q8_0", …
     config: Any  # the component's config dataclass
+    hints: ReleaseHints | None = None  # transformers: what the file says about its release
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,56 @@ class Component:
     name: str  # "transformer", "vae" or "text_encoder"
     prefix: str  # stripped from every key of this component ("" for split files)
     naming: str  # "original", "diffusers" or "t5"
+
+
+def model_size(hidden_dim: int) -> str:
+    """ "13B" for the 13B model's width (4096), "2B" for the 2B model's (2048) and any other: only these
+    two were released, and narrower test models are built like the 2B one."""
+    return "13B" if hidden_dim == 4096 else "2B"
+
+
+# The scheduler configs of the original files (`config.scheduler`; ltx_video/schedulers/rf.py) that
+# name a schedule of sampling/schedule.py: (sampler, shifting, target_shift_terminal) → schedule.
+SCHEDULER_CONFIGS: dict[tuple[str, str | None, float | None], str] = {
+    ("Uniform", "SD3", 0.1): "shifted",  # 0.9.0 / 0.9.1 (diffusers_config_mapping.OURS_SCHEDULER_CONFIG)
+    ("LinearQuadratic", None, None): "linear_quadratic",
+}
+
+
+def hints_from_config(config: Mapping[str, Any], hidden_dim: int) -> ReleaseHints:
+    """The release hints of an original checkpoint's embedded `config` JSON ({"transformer": …,
+    "scheduler": …, "allowed_inference_steps": …}), for a transformer of width `hidden_dim`."""
+    transformer = config.get("transformer")
+    allowed = config.get("allowed_inference_steps")
+    scheduler = config.get("scheduler") if isinstance(config.get("scheduler"), Mapping) else {}
+    sampler = scheduler.get("sampler") or "Uniform"
+    shifting = None if sampler == "LinearQuadratic" else scheduler.get("shifting")
+    terminal = None if sampler == "LinearQuadratic" else scheduler.get("target_shift_terminal")
+    said = isinstance(transformer, Mapping) and bool(transformer)
+    return ReleaseHints(
+        size=model_size(hidden_dim),
+        causal=bool(transformer.get("causal_temporal_positioning", False)) if said else None,
+        distilled=(allowed is not None) if said else None,
+        schedule=SCHEDULER_CONFIGS.get((sampler, shifting, terminal)),
+        allowed_timesteps=tuple(float(t) for t in allowed) if isinstance(allowed, list) else None,
+        said_by="its embedded config" if said else "",
+    )
+
+
+def hints_from_diffusers(folder: Path, hidden_dim: int) -> ReleaseHints:
+    """A diffusers folder's release hints: diffusers records no causal fix, but its conversions give
+    0.9.0 / 0.9.1 a resolution-shifted scheduler (`use_dynamic_shifting`) and 0.9.5 on a fixed one,
+    used with the pipeline that applies the fix (scripts/convert_ltx_to_diffusers.py)."""
+    for root in (folder, folder.parent):
+        candidate = root / "scheduler" / "scheduler_config.json"
+        if candidate.is_file():
+            try:
+                dynamic = json.loads(candidate.read_text()).get("use_dynamic_shifting")
+            except json.JSONDecodeError as exc:
+                raise CheckpointError(candidate, f"is not valid JSON ({exc})", "a diffusers scheduler config") from exc
+            if isinstance(dynamic, bool):
+                return ReleaseHints(model_size(hidden_dim), not dynamic, None, None, None, "its scheduler config")
+    return ReleaseHints(model_size(hidden_dim), None, None, None, None, "")
 
 
 def find_components(keys: Iterable[str]) -> dict[str, Component]:

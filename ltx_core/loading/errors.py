@@ -14,7 +14,9 @@ from pathlib import Path
 
 # Advice key → what to do, in the Python API's words. "transformer", "vae", "text_encoder": the file
 # holds that component (and not the one asked for); "missing_tokenizer": no T5 tokenizer was found
-# for a T5 model; "bad_tokenizer": the tokenizer found is unreadable or not T5's.
+# for a T5 model; "bad_tokenizer": the tokenizer found is unreadable or not T5's; "release": the
+# release cannot be read off the files, or the one named does not fit them; "matching_vae": the VAE is
+# of another release than the transformer.
 API_ADVICE: dict[str, str] = {
     "transformer": "load it with load_transformer()",
     "vae": "load it with load_vae()",
@@ -23,6 +25,8 @@ API_ADVICE: dict[str, str] = {
     "or tokenizer.json (e.g. ComfyUI's comfy/text_encoders/t5_tokenizer/) next to the model, "
     "or pass its folder as tokenizer_path",
     "bad_tokenizer": "pass T5's own tokenizer (spiece.model or tokenizer.json of google/t5-v1_1-xxl) as tokenizer_path",
+    "release": "name the release as release= (Models.load, detect_release)",
+    "matching_vae": "pass the VAE of the transformer's release (vae= of Models.load, detect_release)",
 }
 
 

@@ -87,6 +87,24 @@ def _from_diffusers(path: Path) -> tuple[list[SafetensorsHeader], Callable[[str]
     return headers, rename, Detected(path, "diffusers folder", vae_release(cfg), main_dtype(headers[0]), cfg)
 
 
+def _inspect(path: Path) -> tuple[list[SafetensorsHeader], Callable[[str], str | None], Detected]:
+    if not path.exists():
+        raise CheckpointError(path, "does not exist", "a checkpoint file or a diffusers folder")
+    if path.is_dir():
+        return _from_diffusers(path)
+    if is_gguf(path):
+        architecture = read_gguf(path, architecture=None)[1].get("general.architecture")
+        found = f"is a GGUF file (general.architecture {architecture!r})"
+        raise CheckpointError(path, found, "a safetensors VAE", GGUF_COMPONENTS.get(architecture))
+    return _from_safetensors(path)
+
+
+def inspect_vae(path: str | Path) -> Detected:
+    """What the VAE file or folder at `path` holds (format, layout, stored dtype; `release` is the
+    layout's: "0.9.0", "0.9.1" or "0.9.5+"), from headers and configs only: no weight is read."""
+    return _inspect(Path(path))[2]
+
+
 def load_vae(
     path: str | Path, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
 ) -> tuple[VideoVAE, Detected]:
@@ -96,16 +114,7 @@ def load_vae(
     path = Path(path)
     if dtype in FP8_DTYPES:
         raise ValueError(f"{dtype} storage is for the transformer; load the VAE in bfloat16, float16 or float32")
-    if not path.exists():
-        raise CheckpointError(path, "does not exist", "a checkpoint file or a diffusers folder")
-    if path.is_dir():
-        headers, rename, detected = _from_diffusers(path)
-    elif is_gguf(path):
-        architecture = read_gguf(path, architecture=None)[1].get("general.architecture")
-        found = f"is a GGUF file (general.architecture {architecture!r})"
-        raise CheckpointError(path, found, "a safetensors VAE", GGUF_COMPONENTS.get(architecture))
-    else:
-        headers, rename, detected = _from_safetensors(path)
+    headers, rename, detected = _inspect(path)
     tensors = load_tensors(headers, rename, dtype=dtype)
     try:
         vae = VideoVAE.from_state_dict(detected.config, tensors, device=device)

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..defaults import DISTILLED_TIMESTEPS
+
 BASE_SHIFT, MAX_SHIFT = 0.95, 2.05  # LTX-Video's shift at 1,024 and 4,096 latent tokens
 BASE_TOKENS, MAX_TOKENS = 1024, 4096
 TERMINAL = 0.1  # the last non-zero sigma after stretching (0.9.0 / 0.9.1 checkpoints)
@@ -82,6 +84,17 @@ def custom_sigmas(values: Sequence[float] | torch.Tensor) -> torch.Tensor:
     return sigmas
 
 
+def explicit_sigmas(timesteps: Sequence[float], steps: int) -> torch.Tensor:
+    """The noise levels `timesteps` (one per model call, from 1 down) and a final 0, for as many steps
+    as they have. For another number of steps: the linear-quadratic schedule, which the distilled
+    releases' timesteps follow (they are its 8 steps rounded to 4 digits), so that fewer steps stay
+    on the curve those models were distilled for."""
+    _check_steps(steps)
+    if steps != len(timesteps):
+        return linear_quadratic_sigmas(steps)
+    return custom_sigmas(timesteps)
+
+
 def partial_schedule(make: Callable[[int], torch.Tensor], steps: int, denoise: float) -> torch.Tensor:
     """The last `steps` steps of a schedule built for steps / denoise steps (as ComfyUI does), for
     video-to-video: sampling starts from σ ≈ denoise instead of 1. `make(n)` builds an n-step schedule."""
@@ -95,6 +108,8 @@ def partial_schedule(make: Callable[[int], torch.Tensor], steps: int, denoise: f
 SCHEDULES: dict[str, Callable[[int, int], torch.Tensor]] = {
     "shifted": lambda steps, tokens: shifted_sigmas(steps, tokens),
     "linear_quadratic": lambda steps, tokens: linear_quadratic_sigmas(steps),
+    # the 0.9.7+ distilled releases' fixed noise levels (defaults.py), for 8 steps
+    "distilled": lambda steps, tokens: explicit_sigmas(DISTILLED_TIMESTEPS, steps),
 }
 
 

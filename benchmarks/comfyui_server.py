@@ -1,0 +1,139 @@
+"""A real ComfyUI server for benchmarks: on the GPU machine, where ComfyUI is not installed and comes as
+its source tarball, or on the CPU with an installed checkout (to check a benchmark with tiny models).
+
+- `unpack_comfyui(tarball, into)`: the source tarball unpacked as `into/ComfyUI` (once).
+- `start_server(comfyui, base, python, cpu)`: a server started from that folder with `python` over a base
+  folder of its own (models/, custom_nodes/ with the pack and the test nodes, input/, output/, its
+  database), with an empty front end (`--front-end-root`: the frontend package is not needed to queue
+  graphs) and no API nodes, spoken to with the tests' client (tests/comfy_server.py: POST /prompt, the
+  websocket's events, history).
+- `text_to_video(...)`: the pack's text-to-video workflow (workflows/api/text_to_video.json) with chosen
+  files, memory mode, size, steps and seed.
+- `gpu_used_bytes()`, `gpu_name()`: what nvidia-smi says (None without one).
+
+On the GPU machine ComfyUI needs a few wheels that its image lacks (shared/comfyui/README.md lists them);
+`python3 -m pip install --target DIR` them and put DIR on PYTHONPATH: the server inherits it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from comfy_server import Server, _free_port, prepare_base  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW = REPO / "workflows" / "api" / "text_to_video.json"
+FROM_MODEL = "(from the model file)"  # the model loader's vae_name for a checkpoint's own VAE (nodes/loaders.py)
+
+
+def unpack_comfyui(tarball: Path, into: Path) -> Path:
+    """`into/ComfyUI` from the source tarball (which holds `ComfyUI/`); kept if already there."""
+    comfyui = into / "ComfyUI"
+    if not (comfyui / "main.py").is_file():
+        into.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tarball) as archive:
+            archive.extractall(into, filter="data")
+    if not (comfyui / "main.py").is_file():
+        raise FileNotFoundError(f"{tarball} did not unpack to {comfyui}/main.py; give the ComfyUI source tarball")
+    return comfyui
+
+
+class BenchServer(Server):
+    """tests/comfy_server.Server started from a given ComfyUI folder and interpreter, on the GPU unless
+    `cpu` (the tests' Server always runs on the CPU, from COMFYUI_PATH): the same client afterwards."""
+
+    def __init__(self, comfyui: Path, base: Path, python: str, cpu: bool) -> None:
+        import websocket  # websocket-client
+
+        self.base = base
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = base / "server.log"
+        front_end = base / "front_end"
+        front_end.mkdir(exist_ok=True)
+        command = [
+            python,
+            "main.py",
+            *(["--cpu"] if cpu else []),
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--base-directory",
+            str(base),
+            "--database-url",
+            f"sqlite:///{base / 'comfyui.db'}",
+            "--front-end-root",
+            str(front_end),
+            "--disable-api-nodes",
+            "--preview-method",
+            "latent2rgb",
+        ]
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(command, cwd=comfyui, stdout=self._log, stderr=subprocess.STDOUT)
+        self._wait_until_up()
+        self.client_id = uuid.uuid4().hex
+        self._events = []
+        self._lock = threading.Condition()
+        self._ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={self.client_id}")
+        threading.Thread(target=self._listen, daemon=True).start()
+
+
+def start_server(comfyui: Path, base: Path, python: str = sys.executable, cpu: bool = False) -> BenchServer:
+    """A ComfyUI server over `base` (prepared here: the pack and the test nodes in custom_nodes/)."""
+    if not (base / "custom_nodes").is_dir():
+        prepare_base(base)
+    return BenchServer(comfyui, base, python, cpu)
+
+
+def text_to_video(
+    model: str,
+    vae: str,
+    text_encoder: str,
+    memory: str,
+    width: int,
+    height: int,
+    frames: int,
+    steps: int,
+    seed: int,
+) -> dict:
+    """The pack's text-to-video API workflow (loaders, text encode, empty latent, sampler, decode, save
+    mp4) with these files (names under their models/ folders), memory mode (both loaders), size and steps."""
+    prompt = json.loads(WORKFLOW.read_text())
+    prompt["1"]["inputs"].update(model_name=model, vae_name=vae, memory=memory)
+    prompt["2"]["inputs"].update(text_encoder_name=text_encoder, memory=memory)
+    prompt["4"]["inputs"].update(width=width, height=height, length=frames)
+    prompt["10"]["inputs"].update(steps=steps, seed=seed)
+    prompt["12"]["inputs"]["filename_prefix"] = "benchmark/text_to_video"
+    return prompt
+
+
+def _nvidia_smi(query: str) -> str | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    done = subprocess.run(
+        ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.stdout.splitlines()[0].strip() if done.returncode == 0 and done.stdout.strip() else None
+
+
+def gpu_used_bytes() -> int | None:
+    """Memory in use on the first GPU, all processes and the driver's own included (nvidia-smi)."""
+    used = _nvidia_smi("memory.used")  # MiB
+    return int(used) * 2**20 if used is not None else None
+
+
+def gpu_name() -> str | None:
+    return _nvidia_smi("name,driver_version")

@@ -54,7 +54,8 @@ class Models:
     def defaults(self) -> ReleaseDefaults:
         if isinstance(self.release, Release):
             return self.release.defaults
-        return defaults_for(self.release, model_size(self.transformer.config.hidden_dim))
+        config = self.transformer.config
+        return defaults_for(self.release, model_size(config.hidden_dim, config.num_layers))
 
     @classmethod
     def load(

@@ -522,3 +522,11 @@ def test_registry_guidance_builds_the_samplers_guidance():
     steps = dev.per_step(torch.tensor([1.0, 0.99, 0.5]))  # ranges from σ 1, 0.985 and 0.618 (the last)
     assert [(s.guidance_scale, s.stg_scale, s.skip_blocks) for s in steps] == [(1, 0, ()), (8, 4, (28,)), (1, 1, (28,))]
     assert all(s.cfg_star_rescale for s in steps)
+
+
+def test_size_is_read_off_width_or_depth():
+    """The released sizes differ in width and depth: narrow test models stand in for 13B by its 48 blocks."""
+    from ltx_core.loading.detect import model_size
+
+    sizes = [model_size(2048, 28), model_size(4096, 48), model_size(64, 48), model_size(64, 2), model_size(4096, 2)]
+    assert sizes == ["2B", "13B", "13B", "2B", "13B"]

@@ -81,10 +81,11 @@ class Component:
     naming: str  # "original", "diffusers" or "t5"
 
 
-def model_size(hidden_dim: int) -> str:
-    """ "13B" for the 13B model's width (4096), "2B" for the 2B model's (2048) and any other: only these
-    two were released, and narrower test models are built like the 2B one."""
-    return "13B" if hidden_dim == 4096 else "2B"
+def model_size(hidden_dim: int, num_layers: int) -> str:
+    """ "13B" for the 13B model's width (4096) or depth (48 blocks), "2B" for the 2B model's (2048 wide,
+    28 blocks) and any other: only these two were released, and test models are built narrow, with the
+    depth of the size they stand in for."""
+    return "13B" if hidden_dim == 4096 or num_layers >= 48 else "2B"
 
 
 # The scheduler configs of the original files (`config.scheduler`; ltx_video/schedulers/rf.py) that
@@ -95,9 +96,9 @@ SCHEDULER_CONFIGS: dict[tuple[str, str | None, float | None], str] = {
 }
 
 
-def hints_from_config(config: Mapping[str, Any], hidden_dim: int) -> ReleaseHints:
+def hints_from_config(config: Mapping[str, Any], hidden_dim: int, num_layers: int) -> ReleaseHints:
     """The release hints of an original checkpoint's embedded `config` JSON ({"transformer": …,
-    "scheduler": …, "allowed_inference_steps": …}), for a transformer of width `hidden_dim`."""
+    "scheduler": …, "allowed_inference_steps": …}), for a transformer of that width and depth."""
     transformer = config.get("transformer")
     allowed = config.get("allowed_inference_steps")
     scheduler = config.get("scheduler") if isinstance(config.get("scheduler"), Mapping) else {}
@@ -106,7 +107,7 @@ def hints_from_config(config: Mapping[str, Any], hidden_dim: int) -> ReleaseHint
     terminal = None if sampler == "LinearQuadratic" else scheduler.get("target_shift_terminal")
     said = isinstance(transformer, Mapping) and bool(transformer)
     return ReleaseHints(
-        size=model_size(hidden_dim),
+        size=model_size(hidden_dim, num_layers),
         causal=bool(transformer.get("causal_temporal_positioning", False)) if said else None,
         distilled=(allowed is not None) if said else None,
         schedule=SCHEDULER_CONFIGS.get((sampler, shifting, terminal)),
@@ -115,7 +116,7 @@ def hints_from_config(config: Mapping[str, Any], hidden_dim: int) -> ReleaseHint
     )
 
 
-def hints_from_diffusers(folder: Path, hidden_dim: int) -> ReleaseHints:
+def hints_from_diffusers(folder: Path, hidden_dim: int, num_layers: int) -> ReleaseHints:
     """A diffusers folder's release hints: diffusers records no causal fix, but its conversions give
     0.9.0 / 0.9.1 a resolution-shifted scheduler (`use_dynamic_shifting`) and 0.9.5 on a fixed one,
     used with the pipeline that applies the fix (scripts/convert_ltx_to_diffusers.py)."""
@@ -127,8 +128,9 @@ def hints_from_diffusers(folder: Path, hidden_dim: int) -> ReleaseHints:
             except json.JSONDecodeError as exc:
                 raise CheckpointError(candidate, f"is not valid JSON ({exc})", "a diffusers scheduler config") from exc
             if isinstance(dynamic, bool):
-                return ReleaseHints(model_size(hidden_dim), not dynamic, None, None, None, "its scheduler config")
-    return ReleaseHints(model_size(hidden_dim), None, None, None, None, "")
+                size = model_size(hidden_dim, num_layers)
+                return ReleaseHints(size, not dynamic, None, None, None, "its scheduler config")
+    return ReleaseHints(model_size(hidden_dim, num_layers), None, None, None, None, "")
 
 
 def find_components(keys: Iterable[str]) -> dict[str, Component]:

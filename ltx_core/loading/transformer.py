@@ -156,7 +156,7 @@ def _from_safetensors(path: Path, causal: bool | None) -> Source:
     dtype = main_dtype(header, lambda k: k in names and not names[k].endswith(SCALE_SUFFIX))
     if any(name.endswith(SCALE_SUFFIX) for name in names.values()):
         dtype += " scaled"
-    hints = hints_from_config(config, cfg.hidden_dim)
+    hints = hints_from_config(config, cfg.hidden_dim, cfg.num_layers)
     return [header], rename, Detected(path, fmt, hints.describe(), dtype, cfg, hints)
 
 
@@ -177,7 +177,8 @@ def _refuse_int8(path: Path, header: SafetensorsHeader, names: Mapping[str, str]
 def _from_diffusers(path: Path, causal: bool | None) -> Source:
     folder = diffusers_component_dir(path, "transformer", "LTXVideoTransformer3DModel")
     raw = json.loads((folder / "config.json").read_text())
-    hints = hints_from_diffusers(path, shape_fields(raw)["num_heads"] * shape_fields(raw)["head_dim"])
+    shape = shape_fields(raw)
+    hints = hints_from_diffusers(path, shape["num_heads"] * shape["head_dim"], shape["num_layers"])
     chosen = hints.causal if causal is None else causal  # diffusers' config.json does not record the fix
     cfg = TransformerConfig.from_diffusers(raw, causal_temporal_positioning=bool(chosen))
     headers = [read_header(f) for f in diffusers_weight_files(folder)]
@@ -210,7 +211,7 @@ def _inspect_gguf(path: Path, causal: bool | None) -> tuple[dict[str, Any], Dete
     cfg = _config_without_metadata(path, shapes, causal)
     kinds = Counter(v.qtype.name for v in tensors.values() if isinstance(v, QuantizedTensor))
     stored = "+".join(name for name, _ in kinds.most_common()) or "unquantized"
-    hints = ReleaseHints(model_size(cfg.hidden_dim), None, None, None, None, "")
+    hints = ReleaseHints(model_size(cfg.hidden_dim, cfg.num_layers), None, None, None, None, "")
     return tensors, Detected(path, "gguf", hints.describe(), stored, cfg, hints)
 
 

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ltx_core import (  # noqa: E402
     LTXV_2B,
     VAE_091,
+    VAE_095,
     LTXVideoTransformer,
     Models,
     Settings,
@@ -56,26 +57,36 @@ def random_fill(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     return materialize(module, weights)
 
 
-def build_models(small: bool) -> Models:
+def small_transformer_config(like: TransformerConfig, caption_channels: int, channels: int) -> TransformerConfig:
+    """A narrow transformer of the kind of `like`: its depth (which also tells 13B from 2B,
+    loading/detect.py, and holds the blocks that STG skips) and its causal fix."""
+    return TransformerConfig(
+        num_layers=like.num_layers,
+        num_heads=4,
+        head_dim=16,
+        cross_attention_dim=64,
+        caption_channels=caption_channels,
+        in_channels=channels,
+        out_channels=channels,
+        causal_temporal_positioning=like.causal_temporal_positioning,
+    )
+
+
+def build_models(
+    small: bool, transformer_cfg: TransformerConfig = LTXV_2B, vae_layout: str = "0.9.1", release: str = "0.9.1"
+) -> Models:
+    """Random models: the transformer of `transformer_cfg` and the VAE of `vae_layout` ("0.9.1" or
+    "0.9.5") at full size, or tiny ones of the same kind and depth with `small`, told `release`."""
     import transformers
 
     t5_width, t5_layers, t5_heads, ff = (64, 2, 4, 128) if small else (4096, 24, 64, 10240)
-    transformer_cfg, vae_cfg = LTXV_2B, VAE_091
+    vae_cfg = {"0.9.1": VAE_091, "0.9.5": VAE_095}[vae_layout]
     if small:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         from tiny import TINY_VAE_LAYOUTS
 
-        vae_cfg = VAEConfig.from_metadata(TINY_VAE_LAYOUTS["0.9.1"][0])
-        channels = vae_cfg.latent_channels
-        transformer_cfg = TransformerConfig(
-            num_layers=2,
-            num_heads=4,
-            head_dim=16,
-            cross_attention_dim=64,
-            caption_channels=t5_width,
-            in_channels=channels,
-            out_channels=channels,
-        )
+        vae_cfg = VAEConfig.from_metadata(TINY_VAE_LAYOUTS[vae_layout][0])
+        transformer_cfg = small_transformer_config(transformer_cfg, t5_width, vae_cfg.latent_channels)
     with torch.device("meta"):
         transformer = LTXVideoTransformer(transformer_cfg)
         vae = VideoVAE(vae_cfg)
@@ -97,7 +108,7 @@ def build_models(small: bool) -> Models:
         vocab_size=32128,
     )
     text_encoder = T5TextEncoder(random_fill(t5, 2), tokenizer)
-    return Models(random_fill(transformer, 0), random_fill(vae, 1), text_encoder, "0.9.1")
+    return Models(random_fill(transformer, 0), random_fill(vae, 1), text_encoder, release)
 
 
 class Timer:

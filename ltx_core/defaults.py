@@ -17,11 +17,12 @@ entry of its release.
 Units: noise levels σ run from 1 (pure noise) to 0 (clean), as the configs' `timesteps` and
 `guidance_timesteps` do; scales are plain factors; blocks are transformer block indices from 0.
 
-What runs today (sampling/sampler.py) is a single pass with constant classifier-free guidance: it
-reads `steps`, `guidance_scale`, `schedule`, `conditioning`, `cond_noise_scale`, and the pipeline
-`text_tokens`, `frame_rate`, `decode_timestep`, `decode_noise_scale`. The rest (STG, guidance per σ
-range, CFG-zero* rescaling, stochastic steps, the multi-scale passes) is recorded for the samplers
-that will use it.
+What runs: the core pipeline (pipeline.py, through settings.py's `resolve_settings`) runs `one_pass` whole:
+its steps or `timesteps`, its guidance per σ range (`guidance_config()`, read by sampling/guidance.py's
+`Guidance`: CFG, STG, rescaling, CFG-zero*), and `schedule`, `stochastic_sampling`, `conditioning`,
+`cond_noise_scale`, `text_tokens`, `frame_rate`, `decode_timestep`, `decode_noise_scale`; each can be
+overridden. The multi-scale passes (`first_pass`, `second_pass`, `downscale_factor`, `spatial_upscaler`)
+are recorded for a multi-scale pipeline.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class ReleaseDefaults:
     causal_positions: bool  # the transformer's "1 − frame" RoPE fix (TransformerConfig.causal_temporal_positioning)
     distilled: bool  # guidance- and timestep-distilled (its file names `allowed_inference_steps`)
     one_pass: PassSettings
-    guidance_scale: float  # the constant CFG scale a sampler without guidance per σ range uses
+    guidance_scale: float  # one CFG scale for a sampler that takes a single one (one_pass has the official guidance)
     schedule: str  # a name of sampling/schedule.py's SCHEDULES
     decode_timestep: float | None  # None: the decoder is not timestep-conditioned (0.9.0)
     decode_noise_scale: float

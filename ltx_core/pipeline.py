@@ -4,6 +4,10 @@ whole LTX-Video pipeline, top to bottom.
 Components stay where they were loaded (usually the CPU) and visit the compute device one at a time,
 so the text encoder, the transformer and the VAE never occupy it together; in the low_vram memory
 mode the text encoder and the transformer visit it block by block (see memory.py).
+
+Each generation runs with its release's official one-pass settings (steps or fixed noise levels, CFG and
+STG per noise-level range, CFG-zero*, stochastic steps, prompt length, conditioning, decoding); a
+`Settings` field overrides one of them (settings.py).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from .model.vae.autoencoder import VideoVAE
 from .sampling.conditioning import FrameCondition
 from .sampling.noise import draw_noise, seeded_generator
 from .sampling.sampler import StepCallback, sample
-from .sampling.schedule import make_schedule, partial_schedule
+from .settings import Settings, resolve_settings
 from .text.encoder import T5TextEncoder
 from .types import VAE_SPATIAL_SCALE, check_video_shape, latent_frames
 
@@ -38,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 # The official command line's default negative prompt.
 DEFAULT_NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorted"
+DEFAULT_SETTINGS = Settings()  # 768×512, 121 frames, everything else the release's
 
 
 @dataclass
@@ -87,27 +92,11 @@ class Models:
         return cls(transformer, vae_model, t5, found)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Generation settings; None takes the release's default."""
-
-    width: int = 768
-    height: int = 512
-    frames: int = 121
-    frame_rate: float | None = None
-    steps: int | None = None
-    guidance_scale: float | None = None
-    seed: int = 0
-    batch: int = 1
-    device: torch.device | str | None = None
-    memory: str = "default"  # or "low_vram": see memory.MEMORY_MODES
-
-
 def text_to_video(
     models: Models,
     prompt: str,
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
-    settings: Settings = Settings(),
+    settings: Settings = DEFAULT_SETTINGS,
     on_step: StepCallback | None = None,
 ) -> torch.Tensor:
     """Generate videos from a prompt. Returns frames (batch, T, H, W, 3) float32 in [0, 1]."""
@@ -131,7 +120,7 @@ def image_to_video(
     image: torch.Tensor,
     prompt: str,
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
-    settings: Settings = Settings(),
+    settings: Settings = DEFAULT_SETTINGS,
     *,
     strength: float = 1.0,
     image_crf: int = 29,
@@ -151,7 +140,7 @@ def keyframes_to_video(
     keyframes: Sequence[Keyframe],
     prompt: str,
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
-    settings: Settings = Settings(),
+    settings: Settings = DEFAULT_SETTINGS,
     *,
     image_crf: int = 29,
     on_step: StepCallback | None = None,
@@ -175,7 +164,7 @@ def video_to_video(
     video: torch.Tensor,
     prompt: str,
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
-    settings: Settings = Settings(),
+    settings: Settings = DEFAULT_SETTINGS,
     *,
     denoise: float = 0.6,
     on_step: StepCallback | None = None,
@@ -196,7 +185,7 @@ def extend_video(
     video: torch.Tensor,
     prompt: str,
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
-    settings: Settings = Settings(),
+    settings: Settings = DEFAULT_SETTINGS,
     *,
     direction: str = "forward",
     overlap: int = 17,
@@ -232,18 +221,19 @@ def _generate(
     denoise: float = 1.0,
     on_step: StepCallback | None = None,
 ) -> torch.Tensor:
-    defaults = models.defaults
+    run = resolve_settings(s, models.defaults)  # the release's settings where `s` leaves them None
+    run.check_blocks(models.transformer.config.num_layers)
     check_video_shape(s.frames, s.height, s.width)
     memory = check_memory_mode(s.memory)
     device = s.device or default_device()
-    steps = s.steps or defaults.steps
-    guidance = defaults.guidance_scale if s.guidance_scale is None else s.guidance_scale
     channels = models.transformer.config.in_channels
     shape = (s.batch, channels, latent_frames(s.frames), s.height // VAE_SPATIAL_SCALE, s.width // VAE_SPATIAL_SCALE)
 
-    # 1. Prompts → T5 hidden states; the negative prompt is the unconditional branch of guidance.
+    # 1. Prompts → T5 hidden states; the negative prompt is the unconditional branch of CFG, encoded
+    #    only when some step runs CFG (distilled releases: one forward of batch 1 per step).
+    negative = negative_prompt if run.guidance.uses_negative else None
     with placed(models.text_encoder, device, memory), torch.inference_mode():
-        text = models.text_encoder.encode(prompt, negative_prompt if guidance != 1 else None, defaults.text_tokens)
+        text = models.text_encoder.encode(prompt, negative, run.text_tokens)
 
     # 2. Conditioning images and clips, (1, T, H, W, 3) at a pixel frame, or the input video →
     #    normalised latents.
@@ -254,25 +244,26 @@ def _generate(
     initial = _encode_pixels(models.vae, video, device, memory) if video is not None else None
 
     # 3. Noise levels from 1 (or `denoise`) to 0, and seeded noise that is the same on every device;
-    #    the same generator then draws the noise of appended conditions (as diffusers does).
-    tokens = shape[2] * shape[3] * shape[4]
-    sigmas = partial_schedule(lambda n: make_schedule(defaults.schedule, n, tokens), steps, denoise)
+    #    the same generator then draws the noise of appended conditions, of their re-noising and of
+    #    stochastic steps (as the official pipeline does).
+    sigmas = run.sigmas(shape[2] * shape[3] * shape[4], denoise)
     generator = seeded_generator(s.seed)
     noise = draw_noise(shape, generator, device=device)
 
-    # 4. Denoise with the transformer.
+    # 4. Denoise with the transformer: every branch of a step's guidance (CFG, STG) in one call.
     with placed(models.transformer, device, memory), torch.inference_mode():
         latents = sample(
             models.transformer,
             noise,
             sigmas,
             text,
-            guidance_scale=guidance,
-            frame_rate=s.frame_rate or defaults.frame_rate,
+            guidance=run.guidance,
+            stochastic_sampling=run.stochastic_sampling,
+            frame_rate=run.frame_rate,
             conditions=frame_conditions,
             initial=initial,
-            layout=defaults.conditioning,
-            cond_noise_scale=defaults.cond_noise_scale,
+            layout=run.conditioning,
+            cond_noise_scale=run.cond_noise_scale,
             generator=generator,
             on_step=on_step,
         )
@@ -281,8 +272,8 @@ def _generate(
     with placed(models.vae, device), torch.inference_mode():
         pixels = models.vae.decode(
             latents,
-            defaults.decode_timestep,
-            noise_scale=defaults.decode_noise_scale,
+            run.decode_timestep,
+            noise_scale=run.decode_noise_scale,
             generator=seeded_generator(s.seed),
             memory_budget=vae_budget(memory),
         )

@@ -13,6 +13,7 @@ The pack's `__init__.py` exports NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPING
 from __future__ import annotations
 
 from .extension import LTXPackExtendVideo, LTXPackJoinVideo
+from .guidance import LTXPackGuidance
 from .image_condition import LTXPackImageCondition
 from .latents import LTXPackEmptyLatentVideo, LTXPackVAEDecode, LTXPackVAEEncode
 from .loaders import LTXPackModelLoader, LTXPackTextEncoderLoader
@@ -30,6 +31,7 @@ NODE_CLASSES = [
     LTXPackEmptyLatentVideo,
     LTXPackImageCondition,
     LTXPackExtendVideo,
+    LTXPackGuidance,
     LTXPackSampler,
     LTXPackVAEDecode,
     LTXPackVAEEncode,
@@ -43,6 +45,7 @@ DISPLAY_NAMES = {
     LTXPackEmptyLatentVideo: "LTX Empty Latent Video (pack)",
     LTXPackImageCondition: "LTX Image Condition (pack)",
     LTXPackExtendVideo: "LTX Extend Video (pack)",
+    LTXPackGuidance: "LTX Guidance (pack)",
     LTXPackSampler: "LTX Sampler (pack)",
     LTXPackVAEDecode: "LTX VAE Decode (pack)",
     LTXPackVAEEncode: "LTX VAE Encode (pack)",

@@ -1,4 +1,4 @@
-"""The LTX-Video sampler: Euler flow matching with classifier-free guidance over a LATENT."""
+"""The LTX-Video sampler: flow matching with the release's guidance and steps, or the user's, over a LATENT."""
 
 from __future__ import annotations
 
@@ -14,14 +14,17 @@ from ..ltx_core.latent_guides import (
 )
 from ..ltx_core.memory import MEMORY_MODES, placed, transformer_activation_bytes
 from ..ltx_core.sampling.conditioning import appended_token_count
+from ..ltx_core.sampling.guidance import Guidance
 from ..ltx_core.sampling.noise import draw_noise, seeded_generator
 from ..ltx_core.sampling.schedule import SCHEDULES
 from ..ltx_core.types import LATENT_CHANNELS, VAE_TEMPORAL_SCALE
 from . import comfy_bridge as bridge
-from .types import CATEGORY, MODEL, Loaded, field, from_conditioning, video_latents
+from .guidance import sampler_guidance
+from .types import CATEGORY, GUIDANCE, MODEL, Loaded, field, from_conditioning, video_latents
 
 AUTO = "auto"
 FROM_LOADER = "from loader"
+SAMPLINGS = {AUTO: None, "euler": False, "stochastic": True}  # → stochastic_sampling (None: the release's)
 
 
 def _keyframe_idxs(positive: list) -> torch.Tensor | None:
@@ -81,20 +84,29 @@ class LTXPackSampler:
                 "latent": field("LATENT", "Empty latent video, conditioned latents, or encoded video for denoise < 1."),
                 "seed": field("INT", "Seed of the initial noise; a seed gives the same video on any device.", **seed),
                 "steps": field(
-                    "INT", "Denoising steps (40 as released; 8 for distilled models).", default=30, min=1, max=200
+                    "INT",
+                    "Denoising steps; 0: the release's (40 for 2B dev, 30 for 13B dev, 8 for distilled: the 0.9.7+ "
+                    "distilled models at their fixed noise levels, other counts on the curve those lie on).",
+                    default=0,
+                    min=0,
+                    max=200,
                 ),
                 "guidance": field(
                     "FLOAT",
-                    "Classifier-free guidance scale; 1 turns it off (no negative prompt).",
-                    default=3.0,
-                    min=1.0,
+                    "0: the release's official guidance (classifier-free and spatio-temporal, per noise level; "
+                    "none for distilled models). 1 or more: that classifier-free guidance scale at every step, "
+                    "without STG (1 = none; the negative prompt is then unused). A guidance node connected to "
+                    "guidance_settings replaces this.",
+                    default=0.0,
+                    min=0.0,
                     max=20.0,
                     step=0.1,
                     round=0.01,
                 ),
                 "schedule": field(
                     [AUTO, *SCHEDULES],
-                    "Noise schedule: auto picks the release's (shifted up to 0.9.1, linear_quadratic from 0.9.5).",
+                    "Noise schedule: auto picks the release's (shifted up to 0.9.1, linear_quadratic from 0.9.5, "
+                    "distilled for the fixed noise levels of the 0.9.7+ distilled models).",
                     default=AUTO,
                 ),
                 "frame_rate": field(
@@ -124,6 +136,16 @@ class LTXPackSampler:
                 "sigmas": field(
                     "SIGMAS", "Noise levels (e.g. from core's LTXVScheduler); replace steps, schedule and denoise."
                 ),
+                "sampling": field(
+                    list(SAMPLINGS),
+                    "How each step moves to the next noise level: auto = the release's (stochastic for "
+                    "0.9.6-distilled, euler otherwise); euler: a deterministic Euler step; stochastic: the clean "
+                    "estimate re-noised with fresh noise from the seed.",
+                    default=AUTO,
+                ),
+                "guidance_settings": field(
+                    GUIDANCE, "From LTX Guidance (pack): replaces the guidance widget (CFG + STG, per noise level)."
+                ),
             },
         }
 
@@ -141,14 +163,18 @@ class LTXPackSampler:
         denoise,
         sigmas=None,
         memory=FROM_LOADER,
+        sampling=AUTO,
+        guidance_settings: Guidance | None = None,
     ):
-        transformer = model.module
+        transformer, defaults = model.module, model.defaults
         with_guides = latent
         latent, guides = _split_guides(model, latent, _keyframe_idxs(positive))
         samples = video_latents(latent, transformer.config.in_channels, "LTX Sampler (pack)")
-        name = model.defaults.schedule if schedule == AUTO else schedule
-        chosen = choose_sigmas(name, steps, samples[0, 0].numel(), denoise, sigmas)
-        text = from_conditioning(positive, negative if guidance != 1 else None, transformer.dtype)
+        name = defaults.schedule if schedule == AUTO else schedule
+        chosen = choose_sigmas(name, steps or defaults.steps, samples[0, 0].numel(), denoise, sigmas)
+        plan = sampler_guidance(model, guidance, guidance_settings)
+        stochastic = defaults.stochastic_sampling if SAMPLINGS[sampling] is None else SAMPLINGS[sampling]
+        text = from_conditioning(positive, negative if plan.uses_negative else None, transformer.dtype)
         for name, cond in (("positive", text), ("negative", text.negative)):
             if cond is not None and cond.context.shape[-1] != transformer.config.caption_channels:
                 raise ValueError(
@@ -156,9 +182,9 @@ class LTXPackSampler:
                     f"reads T5-XXL features of width {transformer.config.caption_channels}. Encode the prompt "
                     "with a T5 text encoder (LTX Text Encode, or core's CLIPLoader with type ltxv)"
                 )
-        conditions, defaults = [*_conditions(model, samples, latent), *guides], model.defaults
+        conditions = [*_conditions(model, samples, latent), *guides]
         mode = model.handle.memory if memory == FROM_LOADER else memory
-        batch = samples.shape[0] * (2 if text.negative is not None else 1)  # guidance doubles the batch
+        batch = samples.shape[0] * plan.max_branches(chosen[:-1])  # CFG and STG each add a batch per step
         tokens = samples[0, 0].numel()
         if defaults.conditioning == "appended":  # conditions after frame 0 become extra tokens
             tokens += appended_token_count(conditions)
@@ -177,7 +203,8 @@ class LTXPackSampler:
                 noise,
                 chosen,
                 text,
-                guidance_scale=guidance,
+                guidance=plan,
+                stochastic_sampling=stochastic,
                 frame_rate=frame_rate,
                 initial=samples.to(device),
                 conditions=conditions,

@@ -37,7 +37,7 @@ class LTXPackTextEncode:
                     {
                         "multiline": True,
                         "default": DEFAULT_NEGATIVE_PROMPT,
-                        "tooltip": "What to avoid (used when guidance is not 1).",
+                        "tooltip": "What to avoid (used by the sampler's steps that run classifier-free guidance).",
                     },
                 ),
                 "max_tokens": (

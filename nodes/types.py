@@ -19,6 +19,7 @@ CATEGORY = "LTX-Video (pack)"
 MODEL = "LTXPACK_MODEL"
 VAE = "LTXPACK_VAE"
 TEXT_ENCODER = "LTXPACK_TEXT_ENCODER"
+GUIDANCE = "LTXPACK_GUIDANCE"
 
 DEVICES = ["default", "cpu"]
 DEVICE_TOOLTIP = "default: ComfyUI's GPU, with its memory manager offloading other models; cpu: keep on the CPU."

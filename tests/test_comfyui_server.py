@@ -15,10 +15,15 @@ from pathlib import Path
 
 import av
 import pytest
+import torch
 
 import comfy_written
 from comfy_server import COMFYUI, PACK_FOLDER
+from ltx_core import Conditioning, load_transformer, make_schedule, sample
+from ltx_core.loading.release import detect_release
 from ltx_core.media import read_video, resize_and_crop
+from ltx_core.sampling.guidance import Guidance
+from ltx_core.sampling.noise import draw_noise, seeded_generator
 from test_workflows import NAMES, SMALL, expected_frames, load, shrink, ui_to_api
 from tiny_comfy import CHECKPOINT_095, VIDEO, VIDEO_FRAMES
 
@@ -88,7 +93,7 @@ def spec_from_object_info(node: dict) -> dict:
 def test_nodes_are_registered_next_to_core(comfy_server):
     info = comfy_server.get("/object_info")
     ours = {k: v for k, v in info.items() if k.startswith("LTXPack")}
-    assert len(ours) == 11 and all(v["python_module"] == f"custom_nodes.{PACK_FOLDER}" for v in ours.values())
+    assert len(ours) == 12 and all(v["python_module"] == f"custom_nodes.{PACK_FOLDER}" for v in ours.values())
     assert {"EmptyLTXVLatentVideo", "LTXVImgToVideo", "LTXVScheduler", "CLIPLoader"} <= set(info)
     assert "IMPORT FAILED" not in comfy_server.log()
 
@@ -151,6 +156,69 @@ def test_video_extension_joins_the_loaded_video_and_the_new_frames(comfy_server,
     assert (elsewhere - old).abs().mean() > 0.2  # the other alignment, off by the new frames: not the old video
 
 
+def _sample_and_redo_in_the_core(server, name: str, prompt: dict) -> tuple:
+    """Run `prompt` (workflow `name`) and save its sampler's latents and prompts. Returns the latents, the
+    sampler's number of steps, `redo(guidance, sigmas, stochastic)` (ltx_core.sample on the same checkpoint,
+    prompts, seed and shape) and the release's (Guidance, sigmas, stochastic) at that shape."""
+    tag = f"{name}_{prompt['10']['inputs']['seed']}"
+    prompt = {
+        **prompt,
+        "save_latent": {"class_type": "LTXTestSaveTensor", "inputs": {"value": ["10", 0], "name": f"{tag}_latent"}},
+        "save_positive": {"class_type": "LTXTestSaveTensor", "inputs": {"value": ["3", 0], "name": f"{tag}_pos"}},
+        "save_negative": {"class_type": "LTXTestSaveTensor", "inputs": {"value": ["3", 1], "name": f"{tag}_neg"}},
+    }
+    run = server.run(prompt, load(name)[0])
+    assert run.status == "success", json.dumps(run.history["status"], indent=1)[-4000:]
+    progress = [d for n, d in run.events if n == "progress" and d["node"] == "10"]
+    sampled = _load_tensor(server, f"{tag}_latent")["samples"]
+    positive, negative = (_load_tensor(server, f"{tag}_{part}")[0] for part in ("pos", "neg"))
+    loader = prompt["1"]["inputs"]
+    path = server.base / "models" / "checkpoints" / loader["model_name"]
+    release = detect_release(path, release=loader["release"])
+    transformer, _ = load_transformer(path, causal_temporal_positioning=release.causal_positions)
+    defaults, seed = release.defaults, prompt["10"]["inputs"]["seed"]
+
+    def redo(guidance: Guidance, sigmas: torch.Tensor, stochastic: bool) -> torch.Tensor:
+        negative_text = Conditioning(negative[0], negative[1]["attention_mask"]) if guidance.uses_negative else None
+        text = Conditioning(positive[0], positive[1]["attention_mask"], negative_text)
+        generator = seeded_generator(seed)
+        noise = draw_noise(tuple(sampled.shape), generator)
+        with torch.inference_mode():
+            return sample(
+                transformer, noise, sigmas, text, guidance=guidance, stochastic_sampling=stochastic, generator=generator
+            )
+
+    sigmas = make_schedule(defaults.schedule, defaults.steps, sampled[0, 0].numel())
+    official = (Guidance.from_config(defaults.guidance_config()), sigmas, defaults.stochastic_sampling)
+    return sampled, progress[-1]["max"], redo, official
+
+
+@pytest.mark.parametrize(("name", "steps"), [("text_to_video_distilled", 8), ("text_to_video_13b_dev", 30)])
+def test_release_workflows_sample_with_the_releases_settings(comfy_server, name, steps):
+    """Steps 0 and guidance 0 (the 13B workflow: LTX Guidance on preset release) in a real ComfyUI: the
+    release's steps (the 2B 0.9.8 distilled: its 8 noise levels, one model call each), and the latents of
+    ltx_core.sample given the release's Guidance, sigmas and sampling."""
+    _, api = load(name)
+    assert (api["10"]["inputs"]["steps"], api["10"]["inputs"]["guidance"]) == (0, 0.0)
+    prompt = _set(shrink(api), "10", steps=0, seed=400 + steps)  # the release's steps, at the small size
+    sampled, done, redo, (guidance, sigmas, stochastic) = _sample_and_redo_in_the_core(comfy_server, name, prompt)
+    assert done == steps == len(sigmas) - 1
+    expected = redo(guidance, sigmas, stochastic)
+    assert torch.equal(sampled, expected), (sampled - expected).abs().max()
+    constant = redo(Guidance(guidance_scale=3.0), sigmas, stochastic)  # negative control: the old constant CFG
+    assert (constant - sampled).abs().max() > 1e-3
+
+
+def test_guidance_node_custom_preset_reaches_the_sampler(comfy_server):
+    values = {"preset": "custom", "cfg": 4.0, "stg_scale": 2.0, "stg_mode": "attention_skip", "skip_blocks": "3, 7"}
+    prompt = _set(_dev_13b(**values, rescaling_scale=0.5, cfg_star_rescale=True), "10", seed=450)
+    sampled, done, redo, (official, _, _) = _sample_and_redo_in_the_core(comfy_server, "text_to_video_13b_dev", prompt)
+    custom = Guidance(4.0, 2.0, 0.5, (3, 7), "attention_skip", cfg_star_rescale=True)
+    sigmas = make_schedule("linear_quadratic", SMALL["steps"], sampled[0, 0].numel())
+    assert done == SMALL["steps"] and torch.equal(sampled, redo(custom, sigmas, False))
+    assert (redo(official, sigmas, False) - sampled).abs().max() > 1e-3  # negative control: preset release
+
+
 def test_default_setup_t5_alone_uses_comfyuis_tokenizer(comfy_server):
     """A T5 file alone in models/text_encoders (nothing beside it) loads with ComfyUI's bundled tokenizer."""
     import tokenizers
@@ -180,8 +248,6 @@ def _t5_loader_inputs(name: str) -> dict:
 
 
 def _load_tensor(server, name: str):
-    import torch
-
     return torch.load(server.base / "output" / f"{name}.pt", weights_only=False)
 
 
@@ -341,8 +407,11 @@ def _i2v(**condition) -> dict:
 # (what the user did, how to build the prompt, words the answer must hold)
 REFUSED = [
     ("strength above 1", lambda: _i2v(strength=1.5), ["1.5", "strength", "max of 1.0"]),
-    ("steps 0", lambda: _set(small_t2v(), "10", steps=0), ["steps", "smaller than min of 1"]),
-    ("guidance below 1", lambda: _set(small_t2v(), "10", guidance=0.5), ["guidance", "0.5", "min of 1.0"]),
+    ("negative steps", lambda: _set(small_t2v(), "10", steps=-1), ["steps", "smaller than min of 0"]),
+    ("negative guidance", lambda: _set(small_t2v(), "10", guidance=-0.5), ["guidance", "-0.5", "min of 0.0"]),
+    ("unknown sampling", lambda: _set(small_t2v(), "10", sampling="ddim"), ["sampling", "ddim"]),
+    ("unknown stg_mode", lambda: _set(_dev_13b(), "5", stg_mode="stg_x"), ["stg_mode", "stg_x"]),
+    ("rescaling_scale above 1", lambda: _set(_dev_13b(), "5", rescaling_scale=1.5), ["rescaling_scale", "max of 1.0"]),
     ("negative seed", lambda: _set(small_t2v(), "10", seed=-1), ["seed", "-1", "min of 0"]),
     ("unknown schedule", lambda: _set(small_t2v(), "10", schedule="karras"), ["schedule", "karras"]),
     ("model file not there", lambda: _set(small_t2v(), "1", model_name="gone.safetensors"), ["gone.safetensors"]),
@@ -358,6 +427,13 @@ REFUSED = [
     ("overlap below 1", lambda: _set(_extension(), "7", overlap=0), ["overlap", "smaller than min of 1"]),
     ("unknown node", lambda: {**small_t2v(), "99": {"class_type": "LTXPackNope", "inputs": {}}}, ["LTXPackNope"]),
 ]
+
+
+def _dev_13b(**guidance) -> dict:
+    """The 13B dev workflow at the tests' small size; `guidance`: values for its LTX Guidance node."""
+    prompt = shrink(load("text_to_video_13b_dev")[1])
+    prompt["5"]["inputs"].update(guidance)
+    return prompt
 
 
 def _drop(prompt: dict, node: str, name: str) -> dict:
@@ -510,6 +586,36 @@ FAILED = [
         _latent_of_other_model,
         "LTXPackSampler",
         ["4 channels", "128", "LTX Empty Latent Video"],
+    ),
+    (
+        "guidance between 0 and 1",
+        lambda: _set(small_t2v(), "10", guidance=0.5),
+        "LTXPackSampler",
+        ["guidance 0.5", "neither 0 (the release's guidance) nor 1 or more", "set 0, or a value from 1"],
+    ),
+    (
+        "STG on a block the model lacks",
+        lambda: _dev_13b(preset="custom", skip_blocks="28, 48"),
+        "LTXPackGuidance",
+        ["skip_blocks '28, 48'", "skips blocks 28, 48", "13B model has 48 blocks (0 to 47)", "below 48"],
+    ),
+    (
+        "skip_blocks not a list of blocks",
+        lambda: _dev_13b(preset="custom", skip_blocks="19;20"),
+        "LTXPackGuidance",
+        ["skip_blocks '19;20'", "not a list of block numbers", "19, 20"],
+    ),
+    (
+        "STG without blocks",
+        lambda: _dev_13b(preset="custom", skip_blocks=""),
+        "LTXPackGuidance",
+        ["stg_scale 1", "no block to perturb", "skip_blocks", "stg_scale 0"],
+    ),
+    (
+        "the release of a 2B distilled file not named",
+        lambda: _set(shrink(load("text_to_video_distilled")[1]), "1", release="auto"),
+        "LTXPackModelLoader",
+        ["ltxv-2b-0.9.8-distilled.safetensors", "0.9.6-distilled or 0.9.8-distilled", "Choose the release in release"],
     ),
     (
         "saving outside the output folder",

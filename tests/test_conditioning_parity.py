@@ -19,7 +19,6 @@ re-noising) and appended tokens placed without their start frame must both miss 
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import pytest
@@ -36,6 +35,7 @@ from ltx_core.sampling.noise import seeded_generator
 from ltx_core.sampling.sampler import sample
 from ltx_core.sampling.schedule import shifted_sigmas
 from ltx_core.text.encoder import Conditioning
+from official import official_pipeline, official_transformer, official_vae
 from tiny import (
     TINY_VAE_LAYOUTS,
     diffusers_transformer,
@@ -81,10 +81,6 @@ def setup():
     diffusers = pytest.importorskip("diffusers")
     ltx_pipeline = pytest.importorskip("ltx_video.pipelines.pipeline_ltx_video")
     from diffusers.pipelines.ltx import pipeline_ltx_condition
-    from ltx_video.models.autoencoders.causal_video_autoencoder import CausalVideoAutoencoder
-    from ltx_video.models.transformers.symmetric_patchifier import SymmetricPatchifier
-    from ltx_video.models.transformers.transformer3d import Transformer3DModel
-    from ltx_video.schedulers.rf import RectifiedFlowScheduler
 
     cfg = tiny_transformer_config(heads=2, head_dim=16, causal=True)  # 0.9.5+: causal RoPE fix
     reference = diffusers_transformer(cfg)
@@ -92,8 +88,6 @@ def setup():
     reference.load_state_dict(weights)
     original = transformer_from_diffusers(weights)
     ours = LTXVideoTransformer.from_state_dict(cfg, dict(original))
-    official = Transformer3DModel(**{k: v for k, v in cfg.to_metadata().items() if not k.startswith("_")}).eval()
-    official.load_state_dict(original)
 
     vae_meta, vae_kwargs = TINY_VAE_LAYOUTS["0.9.5"]
     vae_cfg = VAEConfig.from_metadata(vae_meta)
@@ -101,24 +95,11 @@ def setup():
         shapes = {k: v.shape for k, v in VideoVAE(vae_cfg).state_dict().items()}
     vae_weights = random_vae_state_dict(shapes, 32)
     vae = VideoVAE.from_state_dict(vae_cfg, vae_weights)
-    official_vae = CausalVideoAutoencoder.from_config(copy.deepcopy(vae_meta)).eval()
-    official_vae.load_state_dict(vae_weights)
     diffusers_vae = diffusers.AutoencoderKLLTXVideo(**vae_kwargs).eval()
     kinds = ([b.kind for b in vae_cfg.encoder_blocks], [b.kind for b in vae_cfg.decoder_blocks])
     diffusers_vae.load_state_dict(vae_to_diffusers(vae_weights, *kinds))
 
-    official_pipe = ltx_pipeline.LTXVideoPipeline(
-        tokenizer=None,
-        text_encoder=None,
-        vae=official_vae,
-        transformer=official,
-        scheduler=RectifiedFlowScheduler(),
-        patchifier=SymmetricPatchifier(patch_size=1),
-        prompt_enhancer_image_caption_model=None,
-        prompt_enhancer_image_caption_processor=None,
-        prompt_enhancer_llm_model=None,
-        prompt_enhancer_llm_tokenizer=None,
-    )
+    official_pipe = official_pipeline(official_transformer(cfg, original), official_vae(vae_meta, vae_weights))
     diffusers_pipe = diffusers.LTXConditionPipeline(
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),  # plain: the test hands it the sigmas
         vae=diffusers_vae,
@@ -131,8 +112,7 @@ def setup():
     text = Conditioning(
         torch.randn(1, 6, cfg.caption_channels, generator=gen), torch.tensor([[1, 1, 1, 1, 1, 0]]), negative
     )
-    for pipe in (official_pipe, diffusers_pipe):
-        pipe.set_progress_bar_config(disable=True)
+    diffusers_pipe.set_progress_bar_config(disable=True)
     return Setup(ours, vae, official_pipe, ltx_pipeline, diffusers_pipe, pipeline_ltx_condition, text)
 
 

@@ -72,6 +72,9 @@ def test_command_line_writes_an_mp4(files, tmp_path, capsys):
     assert [err.index(stage) for stage in stages] == sorted(err.index(stage) for stage in stages), err
     assert "s for the first step" in err and "s/step" in err
     assert "downloading" not in err  # local files only: the Hub is not asked
+    settings = "settings: 2 steps (--steps 2), shifted schedule, CFG 3, STG 1, STG mode attention_values, STG blocks 19"
+    assert settings in err and err.index(settings) < err.index("loading the models")
+    assert "unmarked: LTX-Video 0.9.1 2B's defaults (from github.com/Lightricks/LTX-Video configs/ltxv-2b-0.9.1" in err
 
     image = tmp_path / "start.png"
     Image.fromarray((np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8)).save(image)
@@ -117,6 +120,48 @@ def test_command_line_keyframes_video_and_extend(files, tmp_path):
     again = tmp_path / "again.mp4"
     assert main([*common, "--video", str(keyed), "--strength", "0.5", "--frames", "17", "--output", str(again)]) == 0
     assert read_video(again)[0].shape == (17, 96, 64, 3)
+
+
+def test_sampling_options_reach_the_sampler_and_are_named(files, tmp_path, monkeypatch, capsys):
+    """Each sampling option replaces its part of the release's settings, and the settings line says which."""
+    from ltx_core import pipeline
+
+    seen = {}
+    sample = pipeline.sample
+    monkeypatch.setattr(pipeline, "sample", lambda *a, **k: seen.update(k) or sample(*a, **k))
+    common = [
+        "--prompt",
+        "a fox",
+        "--checkpoint",
+        str(files["checkpoint"]),
+        "--text-encoder",
+        str(files["text_encoder"]),
+    ]
+    size = ["--width", "64", "--height", "64", "--frames", "9", "--steps", "1", "--device", "cpu", "--fps", "24"]
+    options = ["--guidance", "5", "--stg-scale", "2", "--stg-mode", "stg_as", "--stg-blocks", "3,4"]
+    options += ["--rescaling", "1", "--cfg-star", "--stochastic"]
+    assert main([*common, *size, *options, "--output", str(tmp_path / "fox.mp4")]) == 0
+    guidance = seen["guidance"]
+    assert (guidance.guidance_scale, guidance.stg_scale, guidance.stg_mode) == (5, 2, "attention_skip")
+    assert (guidance.skip_block_list, guidance.rescaling_scale, guidance.cfg_star_rescale) == ((3, 4), 1, True)
+    assert seen["stochastic_sampling"] is True and seen["frame_rate"] == 24
+    err = capsys.readouterr().err
+    marked = [
+        "1 steps (--steps 1)",
+        "CFG 5 (--guidance 5)",
+        "STG 2 (--stg-scale 2)",
+        "STG mode attention_skip (--stg-mode stg_as)",
+        "STG blocks 3,4 (--stg-blocks 3,4)",
+        "rescaling 1 (--rescaling 1)",
+        "CFG-zero* on (--cfg-star)",
+        "stochastic sampling on (--stochastic)",
+        "24 fps (--fps 24)",
+        "128 prompt tokens,",  # unmarked: the release's
+    ]
+    assert all(words in err for words in marked), err
+    assert main([*common, *size, "--no-cfg-star", "--no-stochastic", "--output", str(tmp_path / "b.mp4")]) == 0
+    err = capsys.readouterr().err
+    assert "CFG-zero* off (--no-cfg-star)" in err and "stochastic sampling off (--no-stochastic)" in err
 
 
 def test_default_release_comes_from_the_hub(tmp_path, capsys):
@@ -190,6 +235,12 @@ def test_help_shows_every_option_its_default_and_what_is_required(capsys):
     parser_options += [
         "--extend-strength",
         "--guidance",
+        "--stg-scale",
+        "--stg-mode",
+        "--stg-blocks",
+        "--rescaling",
+        "--cfg-star, --no-cfg-star",
+        "--stochastic, --no-stochastic",
         "--seed",
         "--dtype",
         "--device",

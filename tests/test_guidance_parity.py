@@ -32,6 +32,7 @@ from ltx_core.sampling.guidance import Guidance
 from ltx_core.sampling.sampler import sample
 from ltx_core.sampling.schedule import custom_sigmas, linear_quadratic_sigmas, shifted_sigmas
 from ltx_core.text.encoder import Conditioning
+from official import official_pipeline, official_transformer, official_vae
 from tiny import TINY_VAE_LAYOUTS, diffusers_transformer, random_state_dict, tiny_transformer_config
 
 pytestmark = pytest.mark.parity
@@ -76,35 +77,15 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _models(layers: int, seed: int, module) -> tuple[LTXVideoTransformer, object, object]:
-    from ltx_video.models.autoencoders.causal_video_autoencoder import CausalVideoAutoencoder
-    from ltx_video.models.transformers.symmetric_patchifier import SymmetricPatchifier
-    from ltx_video.models.transformers.transformer3d import Transformer3DModel
-    from ltx_video.schedulers.rf import RectifiedFlowScheduler
-
+def _models(layers: int, seed: int) -> tuple[LTXVideoTransformer, object, object]:
     cfg = tiny_transformer_config(heads=2, head_dim=16, layers=layers, causal=True)  # 0.9.5+ positions
     reference = diffusers_transformer(cfg)
     weights = random_state_dict({k: v.shape for k, v in reference.state_dict().items()}, seed)
     reference.load_state_dict(weights)
     original = transformer_from_diffusers(weights)
     ours = LTXVideoTransformer.from_state_dict(cfg, dict(original))
-    official = Transformer3DModel(**{k: v for k, v in cfg.to_metadata().items() if not k.startswith("_")}).eval()
-    official.load_state_dict(original)
-    vae = CausalVideoAutoencoder.from_config(copy.deepcopy(TINY_VAE_LAYOUTS["0.9.5"][0])).eval()  # shapes only
-    pipe = module.LTXVideoPipeline(
-        tokenizer=None,
-        text_encoder=None,
-        vae=vae,
-        transformer=official,
-        scheduler=RectifiedFlowScheduler(),
-        patchifier=SymmetricPatchifier(patch_size=1),
-        prompt_enhancer_image_caption_model=None,
-        prompt_enhancer_image_caption_processor=None,
-        prompt_enhancer_llm_model=None,
-        prompt_enhancer_llm_tokenizer=None,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return ours, pipe, reference
+    vae = official_vae(TINY_VAE_LAYOUTS["0.9.5"][0])  # shapes only
+    return ours, official_pipeline(official_transformer(cfg, original), vae), reference
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +94,7 @@ def setup():
     module = pytest.importorskip("ltx_video.pipelines.pipeline_ltx_video")
     from ltx_video.utils.skip_layer_strategy import SkipLayerStrategy
 
-    ours, official, reference = _models(3, 81, module)
+    ours, official, reference = _models(3, 81)
     strategies = {
         "attention_values": SkipLayerStrategy.AttentionValues,
         "attention_skip": SkipLayerStrategy.AttentionSkip,
@@ -239,7 +220,7 @@ def test_cfg_star(setup, monkeypatch):
 def test_13b_dev_guidance_per_range(setup, monkeypatch):
     """The 13B dev config's first pass on a tiny 40-block model: seven ranges of guidance, STG, rescaling and
     skipped blocks over 27 linear-quadratic steps, with CFG-zero*; from batch 1 to 3 between ranges."""
-    ours_model, pipe, _ = _models(40, 84, setup.module)
+    ours_model, pipe, _ = _models(40, 84)
     sigmas = torch.cat([linear_quadratic_sigmas(30)[:27], torch.zeros(1)])
     run = dict(sigmas=sigmas, seed=5)
     theirs = _official(setup, pipe, monkeypatch, **run, **DEV_13B_FIRST_PASS)

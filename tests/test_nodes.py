@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from comfy_fake import Interrupted, install
 from tiny import train_tiny_spiece
-from tiny_comfy import CHECKPOINT, CHECKPOINT_095, GGUF, T5, VAE
+from tiny_comfy import CHECKPOINT, CHECKPOINT_095, CHECKPOINT_13B_DEV, CHECKPOINT_DISTILLED, GGUF, T5, VAE
 from workflows.build import import_pack
 
 pack = import_pack()
@@ -61,8 +61,9 @@ def test_schema_is_valid(cls, comfy):
 
 def test_loaders_list_comfy_folders_with_gguf(comfy):
     declared = nodes.LTXPackModelLoader.INPUT_TYPES()["required"]
-    assert declared["model_name"][0] == sorted([CHECKPOINT, CHECKPOINT_095, GGUF])
-    assert declared["vae_name"][0] == ["(from the model file)", *sorted([CHECKPOINT, CHECKPOINT_095, VAE])]
+    checkpoints = [CHECKPOINT, CHECKPOINT_095, CHECKPOINT_DISTILLED, CHECKPOINT_13B_DEV]
+    assert declared["model_name"][0] == sorted([*checkpoints, GGUF])
+    assert declared["vae_name"][0] == ["(from the model file)", *sorted([*checkpoints, VAE])]
     assert T5 in nodes.LTXPackTextEncoderLoader.INPUT_TYPES()["required"]["text_encoder_name"][0]
 
 

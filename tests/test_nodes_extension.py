@@ -16,6 +16,9 @@ nodes, core = pack.nodes, pack.ltx_core
 CONDITIONS_KEY = core.latent_guides.CONDITIONS_KEY
 FROM_MODEL = "(from the model file)"
 PROMPT, NEGATIVE, SEED, STEPS = "a red fox", "blurry", 5, 3
+# the node sampler at guidance 3 runs classifier-free guidance alone; the core keeps the release's STG
+# unless told otherwise
+CFG_ONLY = {"guidance_scale": 3.0, "stg_scale": 0.0}
 
 
 def _frames(count: int, height: int, width: int, seed: int) -> torch.Tensor:
@@ -135,7 +138,7 @@ def test_video_to_video_in_the_nodes_equals_the_core(comfy, monkeypatch, checkpo
     """VAE Encode (pack) → Sampler with denoise < 1 → Decode is the core's `video_to_video`."""
     model, vae, models, text = _loaded(checkpoint)
     sampled = _spy_on_core_sampling(monkeypatch)
-    settings = core.Settings(width=64, height=64, frames=17, steps=STEPS, seed=SEED, device="cpu")
+    settings = core.Settings(width=64, height=64, frames=17, steps=STEPS, seed=SEED, device="cpu", **CFG_ONLY)
     video = _frames(17, 64, 64, seed=6)
     expected = core.pipeline.video_to_video(models, video, PROMPT, NEGATIVE, settings, denoise=0.6)
     (latent,) = nodes.LTXPackVAEEncode().encode(video, vae, "auto")
@@ -157,7 +160,9 @@ def test_extension_nodes_equal_the_core_extend_video(comfy, monkeypatch, checkpo
     official pipeline does; 0.9.1: in place)."""
     model, vae, models, text = _loaded(checkpoint)
     sampled = _spy_on_core_sampling(monkeypatch)
-    settings = core.Settings(width=64, height=64, frames=17, steps=STEPS, seed=SEED, batch=batch, device="cpu")
+    settings = core.Settings(
+        width=64, height=64, frames=17, steps=STEPS, seed=SEED, batch=batch, device="cpu", **CFG_ONLY
+    )
     old = _frames(25, 48, 40, seed=7)
     expected = core.pipeline.extend_video(models, old, PROMPT, NEGATIVE, settings, direction=direction, overlap=9)
     (latent,) = nodes.LTXPackEmptyLatentVideo().make(64, 64, 17, batch)

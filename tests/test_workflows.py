@@ -15,7 +15,15 @@ from workflows.build import CONTROL_VALUE, CORE_NODES, build, dumps, import_pack
 
 nodes = import_pack().nodes
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
-NAMES = ["text_to_video", "image_to_video", "keyframe_interpolation", "low_vram", "video_extension"]
+NAMES = [
+    "text_to_video",
+    "image_to_video",
+    "keyframe_interpolation",
+    "low_vram",
+    "video_extension",
+    "text_to_video_distilled",
+    "text_to_video_13b_dev",
+]
 FRONTEND_ONLY = {"Note", "MarkdownNote"}  # virtual nodes: never sent to the server
 SMALL = {"width": 64, "height": 96, "length": 17, "steps": 2, "max_tokens": 16, "overlap": 9}
 

@@ -231,9 +231,11 @@ def write_tiny_checkpoints(folder, layout: str = "0.9.1") -> dict[str, object]:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    # the 0.9.5 layout belongs to the releases with the causal RoPE fix; their embedded config says so
+    # the 0.9.5 layout belongs to the releases with the causal RoPE fix; their embedded config says so.
+    # 28 blocks, as the released 2B model: its releases' STG perturbs block 19.
+    causal = layout == "0.9.5"
     cfg = dataclasses.replace(
-        tiny_transformer_config(heads=2, head_dim=16, causal=layout == "0.9.5"), caption_channels=32
+        tiny_transformer_config(heads=2, head_dim=16, layers=28, causal=causal), caption_channels=32
     )
     vae_metadata = TINY_VAE_LAYOUTS[layout][0]
     with torch.device("meta"):

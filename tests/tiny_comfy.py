@@ -24,6 +24,9 @@ from tiny import (
 
 CHECKPOINT = "ltx-video-2b-v0.9.1.safetensors"
 CHECKPOINT_095 = "ltx-video-2b-v0.9.5.safetensors"  # 0.9.5 VAE layout + causal RoPE: appended conditions
+# 0.9.5 VAE layout, causal RoPE and `allowed_inference_steps`: 2B distilled, 0.9.6 or 0.9.8 (named on the loader)
+CHECKPOINT_DISTILLED = "ltxv-2b-0.9.8-distilled.safetensors"
+CHECKPOINT_13B_DEV = "ltxv-13b-0.9.8-dev.safetensors"  # 48 narrow blocks stand in for the 13B model
 GGUF = "ltx-video-2b-v0.9.1-Q8_0.gguf"
 VAE = "ltx-video-2b-v0.9.1-vae.safetensors"
 T5 = "t5xxl_fp16.safetensors"
@@ -32,13 +35,17 @@ IMAGES = ("example.png", "first_frame.png", "last_frame.png")
 VIDEO = "example.mp4"  # the video extension workflow's input
 VIDEO_FRAMES, VIDEO_SIZE = 25, (56, 40)  # frames, (height, width): another shape than the workflows' videos
 T5_VOCAB = 32128  # T5-XXL's: ids from ComfyUI's bundled T5 tokenizer (32,100 pieces) fit
+# What Lightricks' 0.9.5+ single files embed besides the model configs, as tests/test_release.py writes it: the
+# scheduler their configs' `sampler: from_checkpoint` reads, and the distilled files' allowed noise levels.
+SCHEDULER_095 = {"_class_name": "RectifiedFlowScheduler", "shifting": None, "sampler": "LinearQuadratic"}
+DISTILLED_STEPS = [1.0, 0.9937, 0.9875, 0.9812, 0.975, 0.9094, 0.725, 0.4219]
 
 
-def _transformer_tensors(causal: bool = False) -> tuple[object, dict[str, torch.Tensor]]:
+def _transformer_tensors(causal: bool = False, layers: int = 1) -> tuple[object, dict[str, torch.Tensor]]:
     from ltx_core import LTXVideoTransformer
 
     cfg = dataclasses.replace(
-        tiny_transformer_config(heads=32, head_dim=2, layers=1, causal=causal),
+        tiny_transformer_config(heads=32, head_dim=2, layers=layers, causal=causal),
         in_channels=128,
         out_channels=128,
         caption_channels=32,
@@ -82,6 +89,22 @@ def _write_gguf(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     writer.close()
 
 
+def write_single_file(path: Path, layers: int = 1, vae_layout: str = "0.9.1", **config: object) -> Path:
+    """A single file as Lightricks ships it: transformer + VAE, their configs embedded (`config`: more
+    entries of the embedded config). A 0.9.5 VAE comes with the causal RoPE fix."""
+    from safetensors.torch import save_file
+
+    cfg, transformer = _transformer_tensors(causal=vae_layout != "0.9.1", layers=layers)
+    vae_metadata, vae = _vae_tensors(vae_layout)
+    tensors = {
+        **{f"model.diffusion_model.{k}": v for k, v in transformer.items()},
+        **{f"vae.{k}": v for k, v in vae.items()},
+    }
+    metadata = json.dumps({"transformer": cfg.to_metadata(), "vae": vae_metadata, **config})
+    save_file(tensors, path, metadata={"config": metadata})
+    return path
+
+
 def write_comfy_models(models: Path) -> dict[str, Path]:
     """checkpoints/, diffusion_models/, vae/ and text_encoders/ under `models`. The T5 files lie alone,
     as users download them: the tokenizer comes from ComfyUI's bundled one."""
@@ -89,22 +112,17 @@ def write_comfy_models(models: Path) -> dict[str, Path]:
 
     for folder in ("checkpoints", "diffusion_models", "vae", "text_encoders"):
         (models / folder).mkdir(parents=True, exist_ok=True)
-    cfg, transformer = _transformer_tensors()
+    _, transformer = _transformer_tensors()
     vae_metadata, vae = _vae_tensors()
-    single = {
-        **{f"model.diffusion_model.{k}": v for k, v in transformer.items()},
-        **{f"vae.{k}": v for k, v in vae.items()},
-    }
-    config = json.dumps({"transformer": cfg.to_metadata(), "vae": vae_metadata})
-    save_file(single, models / "checkpoints" / CHECKPOINT, metadata={"config": config})
-    cfg_095, transformer_095 = _transformer_tensors(causal=True)
-    vae_metadata_095, vae_095 = _vae_tensors("0.9.5")
-    single_095 = {
-        **{f"model.diffusion_model.{k}": v for k, v in transformer_095.items()},
-        **{f"vae.{k}": v for k, v in vae_095.items()},
-    }
-    config_095 = json.dumps({"transformer": cfg_095.to_metadata(), "vae": vae_metadata_095})
-    save_file(single_095, models / "checkpoints" / CHECKPOINT_095, metadata={"config": config_095})
+    write_single_file(models / "checkpoints" / CHECKPOINT)
+    write_single_file(models / "checkpoints" / CHECKPOINT_095, vae_layout="0.9.5")
+    write_single_file(
+        models / "checkpoints" / CHECKPOINT_DISTILLED,
+        vae_layout="0.9.5",
+        scheduler=SCHEDULER_095,
+        allowed_inference_steps=DISTILLED_STEPS,
+    )
+    write_single_file(models / "checkpoints" / CHECKPOINT_13B_DEV, 48, "0.9.5", scheduler=SCHEDULER_095)
     save_file(vae, models / "vae" / VAE, metadata={"config": json.dumps({"vae": vae_metadata})})
     _write_gguf(models / "diffusion_models" / GGUF, transformer)
     t5 = _t5_tensors()

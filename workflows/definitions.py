@@ -5,6 +5,8 @@ from __future__ import annotations
 CHECKPOINT = "ltx-video-2b-v0.9.1.safetensors"
 # Keyframes after frame 0 and clips (video extension) are appended as extra tokens from 0.9.5 on.
 CHECKPOINT_095 = "ltx-video-2b-v0.9.5.safetensors"
+CHECKPOINT_DISTILLED = "ltxv-2b-0.9.8-distilled.safetensors"
+CHECKPOINT_13B_DEV = "ltxv-13b-0.9.8-dev.safetensors"
 GGUF = "ltx-video-2b-v0.9.1-Q8_0.gguf"
 VAE = "ltx-video-2b-v0.9.1-vae.safetensors"
 T5 = "t5xxl_fp16.safetensors"
@@ -18,13 +20,20 @@ NEGATIVE = "worst quality, inconsistent motion, blurry, jittery, distorted"
 VIDEO = "example.mp4"
 
 
-def files(checkpoint: str = CHECKPOINT, releases: str = "") -> str:
+SAMPLER_FIXED = (
+    "Sampler: 30 steps with guidance 3 (classifier-free only), as set here; steps 0 and guidance 0 run the\n"
+    "release's own settings instead (2B dev: 40 steps, CFG 3 + STG on block 19)."
+)
+SAMPLER_RELEASE = "Sampler: steps 0 and guidance 0 run the release's own settings; other values override them."
+
+
+def files(checkpoint: str = CHECKPOINT, releases: str = "", sampler: str = SAMPLER_FIXED) -> str:
     """The note's list of files, for a workflow that loads `checkpoint` (`releases`: which others do)."""
     return f"""Files (put them in ComfyUI's models folders, then press R in the editor to refresh the lists):
 - models/checkpoints/{checkpoint}  – from huggingface.co/Lightricks/LTX-Video (transformer + VAE in one file){releases}
 - models/text_encoders/{T5}  – from huggingface.co/comfyanonymous/flux_text_encoders (T5-XXL; ComfyUI's bundled
   T5 tokenizer is used when no spiece.model / tokenizer.json lies beside it)
-Sizes: width and height multiples of 32, length 1 + 8·k frames. Guidance 3, 30–40 steps as released."""
+Sizes: width and height multiples of 32, length 1 + 8·k frames. {sampler}"""
 
 
 FILES = files()
@@ -60,7 +69,10 @@ def _common(node, t5: str, prompt: str, model: dict, width: int, height: int, le
     ]
 
 
-def _tail(node, latent: tuple, prefix: str, steps: int = 30, images: tuple = (11, 0)) -> list:
+def _tail(
+    node, latent: tuple, prefix: str, steps: int = 30, guidance: float = 3.0, images: tuple = (11, 0), **sampler
+) -> list:
+    """Sampler (node 10), decode (11) and save (12); `sampler`: its optional inputs (e.g. guidance_settings)."""
     return [
         node(
             10,
@@ -72,11 +84,13 @@ def _tail(node, latent: tuple, prefix: str, steps: int = 30, images: tuple = (11
                 "latent": latent,
                 "seed": 42,
                 "steps": steps,
-                "guidance": 3.0,
+                "guidance": guidance,
                 "schedule": "auto",
                 "frame_rate": 25.0,
                 "denoise": 1.0,
                 "memory": "from loader",
+                "sampling": "auto",
+                **sampler,
             },
         ),
         node(
@@ -107,6 +121,8 @@ def make(node, workflow) -> list:
     }
     low = {**full, "model_name": GGUF, "vae_name": VAE, "memory": "low_vram"}
     full_095 = {**full, "model_name": CHECKPOINT_095}
+    # content cannot tell the 2B distilled files of 0.9.6 and 0.9.8 apart: the loader is told
+    distilled_files = {**full, "model_name": CHECKPOINT_DISTILLED, "release": "0.9.8-distilled"}
 
     def condition(id_: int, latent: tuple, image: int, frame: int) -> object:
         return node(
@@ -173,6 +189,53 @@ def make(node, workflow) -> list:
             node(13, "LTXPackJoinVideo", {"video": (6, 0), "new_frames": (11, 0), **shared, "batch_size": 1}),
         ],
     )
+    distilled = workflow(
+        "text_to_video_distilled",
+        "LTX-Video text to video with a distilled model: 8 steps at the release's fixed noise levels, one model\n"
+        "call per step (no negative prompt, no STG), several times faster than a dev model. The loader names the\n"
+        "release: the 2B distilled files of 0.9.6 and 0.9.8 hold the same kind of weights and cannot be told apart\n"
+        "(for ltxv-2b-0.9.6-distilled-04-25.safetensors choose release 0.9.6-distilled: 8 steps, stochastic).\n\n"
+        + files(
+            CHECKPOINT_DISTILLED,
+            "\n  or ltxv-13b-0.9.8-distilled.safetensors (13B, the same release name)",
+            SAMPLER_RELEASE,
+        ),
+        [
+            *_common(node, T5, PROMPT, distilled_files, 768, 512, 97, 256),
+            *_tail(node, (4, 0), "ltx/text_to_video_distilled", steps=0, guidance=0.0),
+        ],
+    )
+    dev_13b = workflow(
+        "text_to_video_13b_dev",
+        "LTX-Video text to video with the 13B dev model and its official guidance: LTX Guidance on preset release\n"
+        "gives the sampler classifier-free guidance (CFG) and spatio-temporal guidance (STG: a pass with blocks\n"
+        "perturbed, pushed away from) that change with the noise level, with CFG-zero*, over the release's 30\n"
+        "steps. Preset custom uses the node's widgets at every step instead. The 13B weights take 26 GB in bf16:\n"
+        "with less GPU memory choose the -fp8 file or set memory = low_vram on the loader.\n\n"
+        + files(
+            CHECKPOINT_13B_DEV,
+            "\n  or ltxv-13b-0.9.7-dev.safetensors, or their -fp8 files (the same settings)",
+            SAMPLER_RELEASE,
+        ),
+        [
+            *_common(node, T5, PROMPT, {**full, "model_name": CHECKPOINT_13B_DEV}, 768, 512, 97, 256),
+            node(
+                5,
+                "LTXPackGuidance",
+                {
+                    "model": (1, 0),
+                    "preset": "release",
+                    "cfg": 5.0,
+                    "stg_scale": 1.0,
+                    "stg_mode": "attention_values",
+                    "skip_blocks": "28",
+                    "rescaling_scale": 1.0,
+                    "cfg_star_rescale": True,
+                },
+            ),
+            *_tail(node, (4, 0), "ltx/text_to_video_13b_dev", steps=0, guidance=0.0, guidance_settings=(5, 0)),
+        ],
+    )
     low_vram = workflow(
         "low_vram",
         f"LTX-Video text to video on small GPUs: GGUF transformer and fp8 T5 streamed block by block, chunked VAE "
@@ -180,4 +243,4 @@ def make(node, workflow) -> list:
         f"{LOW_VRAM_FILES}",
         [*_common(node, T5_FP8, PROMPT, low, 768, 512, 97), *_tail(node, (4, 0), "ltx/low_vram")],
     )
-    return [t2v, i2v, keyframes, low_vram, extension]
+    return [t2v, i2v, keyframes, low_vram, extension, distilled, dev_13b]

@@ -35,6 +35,7 @@ from ltx_core.loading import QuantizedLinear, QuantizedTensor  # noqa: E402
 from ltx_core.loading.dequant import GGMLType  # noqa: E402
 from ltx_core.loading.keymaps import transformer_to_diffusers, vae_to_diffusers  # noqa: E402
 from ltx_core.model.fp8 import quantize_linears  # noqa: E402
+from ltx_core.model.ops import describe_ops  # noqa: E402
 from tiny import diffusers_ltx_scheduler  # noqa: E402
 
 GiB = 2**30
@@ -110,6 +111,7 @@ def section_forward(rows: list) -> None:
     model = LTXVideoTransformer.from_state_dict(LTXV_2B, dict(weights))
     inputs = transformer_inputs()
     run = lambda: model(*inputs)  # noqa: E731
+    print(describe_ops(model), flush=True)
     with torch.inference_mode():
         first = wall_s(run)
         row(rows, "forward", "first call (compiles the fused functions)", first, "s")
@@ -132,6 +134,7 @@ def section_forward(rows: list) -> None:
                 parent, _, child = name.rpartition(".")
                 q = QuantizedLinear(quantize_q8_0(module.weight.data), module.bias)
                 model.get_submodule(parent).register_module(child, q)
+        print(describe_ops(model), flush=True)
         first = wall_s(run)
         row(rows, "forward", "Q8_0 first call (compiles dequantization)", first, "s")
         with Peak() as peak:
@@ -143,6 +146,7 @@ def section_forward(rows: list) -> None:
         # fp8 matrix products: the blocks' linear layers in e4m3 per channel, activations per row
         model = LTXVideoTransformer.from_state_dict(LTXV_2B, dict(weights))
         quantize_linears(model)
+        print(describe_ops(model), flush=True)
         first = wall_s(run)
         row(rows, "forward", "fp8 first call", first, "s")
         with Peak() as peak:

@@ -11,6 +11,9 @@ Sections (each in a process of its own when several are named, rows appended to 
              rescaling 0.7) and with CFG alone (batch 2).
   distilled  2B 0.9.8 distilled: text to video end to end with the release's settings (8 fixed noise
              levels, no guidance: one forward of batch 1 per step), T5, sampling and decode.
+  multiscale 13B 0.9.8 distilled at 1216×704×121: the multi-scale recipe (7 steps at 800×448, the
+             latents doubled by the spatial upsampler, 3 steps at 1600×896, decode, resize) against one
+             pass of the release's 8 steps at 1216×704; end to end, peak GPU memory.
 
 Usage: python benchmarks/releases.py 13b 2b-dev distilled --json results.json
        python benchmarks/releases.py --report --json results.json
@@ -44,7 +47,7 @@ from ltx_core.text.encoder import Conditioning  # noqa: E402
 GiB = 2**30
 LATENT = (16, 16, 24)  # frames, height, width of 768×512×121
 TEXT_TOKENS = 128
-SECTIONS = ("13b", "2b-dev", "distilled")
+SECTIONS = ("13b", "2b-dev", "distilled", "multiscale")
 CFG_STG_13B = Guidance(  # defaults.py: 13B dev first pass, the range from σ = 0.9767
     guidance_scale=6.0, stg_scale=4.0, rescaling_scale=0.5, skip_block_list=(22, 35, 39), cfg_star_rescale=True
 )
@@ -162,7 +165,29 @@ def run_distilled(bench: Bench) -> None:
     bench.row("distilled", "text to video end to end (release settings: 8 steps, batch 1)", time.perf_counter() - start)
 
 
-RUNNERS = {"13b": run_13b, "2b-dev": run_2b_dev, "distilled": run_distilled}
+def run_multiscale(bench: Bench) -> None:
+    from ltx_core import LatentUpsampler, LatentUpsamplerConfig
+
+    end_to_end.DEVICE, end_to_end.DTYPE = bench.device, bench.dtype
+    models = end_to_end.build_models(bench.small, LTXV_13B, "0.9.5", "0.9.8-distilled")
+    with torch.device("meta"):
+        upsampler = LatentUpsampler(LatentUpsamplerConfig(in_channels=models.vae.config.latent_channels))
+    models.upsampler = end_to_end.random_fill(upsampler, 4).to("cpu")
+    size = dict(width=192, height=128, frames=9) if bench.small else dict(width=1216, height=704, frames=121)
+    for name, multiscale in (("one pass, 8 steps", False), ("multi-scale, 7 + 3 steps", True)):
+        settings = Settings(**size, device=bench.device, multiscale=multiscale)
+        with torch.inference_mode():
+            text_to_video(models, end_to_end.PROMPT, settings=settings)  # warm-up
+            bench.reset_peak()
+            bench.sync()
+            start = time.perf_counter()
+            text_to_video(models, end_to_end.PROMPT, settings=settings)
+            bench.sync()
+        what = f"{size['width']}×{size['height']}×{size['frames']}, {name}, end to end"
+        bench.row("multiscale", what, time.perf_counter() - start)
+
+
+RUNNERS = {"13b": run_13b, "2b-dev": run_2b_dev, "distilled": run_distilled, "multiscale": run_multiscale}
 
 
 def report(rows: list[dict]) -> None:

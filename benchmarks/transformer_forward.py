@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ltx_core import LTXV_2B, LTXVideoTransformer, video_positions  # noqa: E402
 from ltx_core.loading.keymaps import transformer_to_diffusers  # noqa: E402
 from ltx_core.model.fusion import set_fusion  # noqa: E402
+from ltx_core.model.ops import describe_ops  # noqa: E402
 
 LATENT = (16, 16, 24)
 TEXT_TOKENS = 128
@@ -101,6 +102,7 @@ def main() -> None:
         meta = LTXVideoTransformer(cfg)
     weights = random_weights(meta, device, dtype)
     model = LTXVideoTransformer.from_state_dict(cfg, dict(weights))
+    print(describe_ops(model), flush=True)
 
     n = LATENT[0] * LATENT[1] * LATENT[2]
     inputs = transformer_inputs(device, dtype)

@@ -15,11 +15,14 @@ from .config import (
 from .defaults import RELEASE_DEFAULTS, RELEASES, ReleaseDefaults, defaults_for
 from .loading import CheckpointMismatchError
 from .loading.errors import CheckpointError
+from .loading.lora import LoRA, load_lora
 from .loading.release import Release, detect_release
 from .loading.text_encoder import load_text_encoder, tokenizer_beside
 from .loading.transformer import load_transformer
 from .loading.upsampler import load_latent_upsampler
 from .loading.vae import load_vae
+from .lora import LoraStack, apply_loras, loras_of
+from .model.ops import describe_ops
 from .model.rope import video_positions
 from .model.transformer import LTXVideoTransformer
 from .model.upsampler import LatentUpsampler, LatentUpsamplerConfig
@@ -60,6 +63,8 @@ __all__ = [
     "Guidance",
     "Keyframe",
     "LTXVideoTransformer",
+    "LoRA",
+    "LoraStack",
     "LatentUpsampler",
     "LatentUpsamplerConfig",
     "Models",
@@ -72,8 +77,10 @@ __all__ = [
     "VAEConfig",
     "VideoVAE",
     "adain_filter_latent",
+    "apply_loras",
     "custom_sigmas",
     "defaults_for",
+    "describe_ops",
     "detect_release",
     "detect_vae_layout",
     "extend_video",
@@ -81,9 +88,11 @@ __all__ = [
     "keyframes_to_video",
     "linear_quadratic_sigmas",
     "load_latent_upsampler",
+    "load_lora",
     "load_text_encoder",
     "load_transformer",
     "load_vae",
+    "loras_of",
     "make_schedule",
     "sample",
     "seeded_noise",

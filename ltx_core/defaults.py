@@ -21,8 +21,9 @@ What runs: the core pipeline (pipeline.py, through settings.py's `resolve_settin
 its steps or `timesteps`, its guidance per σ range (`guidance_config()`, read by sampling/guidance.py's
 `Guidance`: CFG, STG, rescaling, CFG-zero*), and `schedule`, `stochastic_sampling`, `conditioning`,
 `cond_noise_scale`, `text_tokens`, `frame_rate`, `decode_timestep`, `decode_noise_scale`; each can be
-overridden. The multi-scale passes (`first_pass`, `second_pass`, `downscale_factor`, `spatial_upscaler`)
-are recorded for a multi-scale pipeline.
+overridden. The multi-scale pipeline (`Settings(multiscale=True)`) runs `first_pass` and `second_pass`
+the same way (`pass_defaults`), at the sizes `downscale_factor` gives, between them the spatial upscaler
+(`spatial_upscaler`, its file in Lightricks/LTX-Video).
 """
 
 from __future__ import annotations
@@ -164,6 +165,19 @@ class ReleaseDefaults:
             "cfg_star_rescale": (settings or self.one_pass).cfg_star_rescale,
             "stg_mode": self.stg_mode,
         }
+
+    @property
+    def multiscale(self) -> bool:
+        """Whether the release has the official two-pass (multi-scale) pipeline: 0.9.7 on."""
+        return self.first_pass is not None and self.second_pass is not None
+
+    def pass_defaults(self, which: str) -> ReleaseDefaults:
+        """These defaults with pass `which` ("first" or "second" of the multi-scale pipeline) as the pass
+        that runs: what settings.py resolves each pass from, as it resolves `one_pass` for one pass."""
+        chosen = {"first": self.first_pass, "second": self.second_pass}[which]
+        if chosen is None:
+            raise ValueError(f"LTX-Video {self.release} {self.size} has no multi-scale pipeline")
+        return replace(self, one_pass=chosen)
 
     def one_pass_settings(self) -> ReleaseDefaults:
         """These defaults without what names them or serves only the multi-scale passes: two releases
@@ -392,6 +406,15 @@ def defaults_for(release: str, size: str = "2B") -> ReleaseDefaults:
     if size not in SIZES[release]:
         raise ValueError(f"LTX-Video {release} was released as {' and '.join(SIZES[release])}, not {size}")
     return RELEASE_DEFAULTS[release_key(release, size)]
+
+
+def multiscale_releases() -> str:
+    """The releases with a multi-scale pipeline, in words: "0.9.7-dev (13B), …, 0.9.8-distilled (13B, 2B)"."""
+    sizes: dict[str, list[str]] = {}
+    for entry in _ENTRIES:
+        if entry.multiscale:
+            sizes.setdefault(entry.release, []).append(entry.size)
+    return ", ".join(f"{release} ({', '.join(sizes[release])})" for release in RELEASES if release in sizes)
 
 
 def changed_fields(a: ReleaseDefaults, b: ReleaseDefaults) -> list[str]:

@@ -5,8 +5,9 @@ DEFAULT_CHECKPOINT, DEFAULT_TEXT_ENCODER, DEFAULT_TOKENIZER); each model option 
 folder or a Hub reference (see hub.py). The order is chosen so that a mistake costs seconds, not a
 download or a load: every option is checked (cli/checks.py), the conditioning media are read
 (cli/inputs.py), local model files are checked by their headers and every Hub reference is looked up
-(cli/models.py), the release and the sampling settings are decided from the headers, then downloads,
-loading, sampling and writing follow, each announced (cli/console.py).
+(cli/models.py), the release and the sampling settings are decided from the headers (with --multiscale,
+the release's spatial upsampler is fetched once the release is known, unless --upsampler names one), then
+downloads, loading, sampling and writing follow, each announced (cli/console.py).
 """
 
 from __future__ import annotations
@@ -16,27 +17,35 @@ import logging
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from .cli.checks import check_device, check_output, check_sampling, check_settings, or_default
+from .cli.checks import check_device, check_multiscale, check_output, check_sampling, check_settings, or_default
 from .cli.console import ProgressBar, console
 from .cli.flags import UsageError, given_as, parse_args, sampling_overrides
 from .cli.inputs import Inputs, read_inputs
-from .cli.models import CLI_ADVICE, check_release, fetch_models, load_models, model_blocks
+from .cli.loras import fetch_loras, lora_options, read_loras
+from .cli.models import CLI_ADVICE, check_release, fetch_models, fetch_upsampler, load_models, model_blocks
+from .lora import apply_loras
+from .parallel.launch import first_on_rank0
 
 if TYPE_CHECKING:
+    from .parallel import Parallel
     from .pipeline import Keyframe, Models
     from .settings import Settings
 
 log = logging.getLogger("ltx_core.generate")  # not __name__: that is "__main__" under `python -m`
+HEADS = 32  # attention heads of both released sizes (2B: 32 × 64, 13B: 32 × 128), which Ulysses shares out
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .parallel.launch import launched_rank, stop
+
     args = parse_args(argv)
-    with console(args.quiet):
+    with console(args.quiet or launched_rank() != 0):  # under torchrun the first process speaks for all
         try:
             return generate(args)
         except UsageError as error:
@@ -45,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             log.error("interrupted")
             return 130
+        finally:
+            stop()
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -53,22 +64,61 @@ def generate(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     if device.type == "cpu" and args.device is None:
         log.warning("no GPU found: generating on the CPU, which is slow at full size (try --width 512 --height 320)")
+    parallel, device = join_processes(args, device)
     check_output(args.output)
     inputs = read_inputs(args)
-    paths = fetch_models(args)
-    release = check_release(paths["checkpoint"], paths.get("vae"), args.release, CLI_ADVICE)
-    log.info("%s", release.describe())
-    settings = make_settings(args, inputs, device)
+    with first_on_rank0(parallel):  # downloads once, the other processes read the cache after
+        loras = lora_options(args)  # checked by their headers, or looked up on the Hub
+        paths = fetch_models(args, [lora.plan for lora in loras if lora.plan is not None])
+        fetch_loras(loras)
+        release = check_release(paths["checkpoint"], paths.get("vae"), args.release, CLI_ADVICE)
+        log.info("%s", release.describe())
+        if args.multiscale:
+            check_multiscale(args, release)
+            fetch_upsampler(paths, args, release)
+    settings = replace(make_settings(args, inputs, device), parallel=parallel)
     run = check_sampling(settings, args, release, model_blocks(paths["checkpoint"]))
     log.info("settings: %s", run.describe(given_as(args) | _frame_rate_from(args, inputs)))
+    lora_stack = read_loras(loras, paths["checkpoint"], release)  # checked against the model's layers
     models = load_models(paths, args, release)
+    if lora_stack:
+        apply_loras(models.transformer, lora_stack)
     try:
         frames = sample_video(models, settings, args, inputs)
     except torch.OutOfMemoryError as error:
         advice = "Try --memory low_vram, or a smaller --width, --height or --frames"
         log.error("error: out of memory on %s (%s). %s", device, str(error).splitlines()[0], advice)
         return 1
+    if parallel is not None and parallel.rank != 0:
+        return 0  # the first process writes the video
     return write(frames[0], run.frame_rate, args)
+
+
+def join_processes(args: argparse.Namespace, device: torch.device) -> tuple[Parallel | None, torch.device]:
+    """Under torchrun: this process joins the others (on the GPU of its LOCAL_RANK unless --device names
+    one) and they share the work as --cfg-parallel × --ulysses say (ltx_core/parallel). Without torchrun:
+    no sharing, and sizes above 1 are a mistake."""
+    from .parallel.launch import launched_world, start
+
+    if args.cfg_parallel is not None and args.cfg_parallel < 1:
+        raise UsageError(f"--cfg-parallel {args.cfg_parallel}: give a number of processes, 1 or more")
+    if args.ulysses is not None and (args.ulysses < 1 or HEADS % args.ulysses):
+        raise UsageError(f"--ulysses {args.ulysses}: give a number of processes that divides {HEADS} (1, 2, 4, 8, …)")
+    world = launched_world()
+    asked = (args.cfg_parallel or 1) * (args.ulysses or 1)
+    if world == 1:
+        if asked > 1:
+            raise UsageError(
+                f"--cfg-parallel {args.cfg_parallel or 1} × --ulysses {args.ulysses or 1} need {asked} processes, one "
+                f"per GPU: start the generator as torchrun --nproc-per-node {asked} -m ltx_core.generate …"
+            )
+        return None, device
+    try:
+        parallel, device = start(args.cfg_parallel, args.ulysses, device if args.device is not None else None)
+    except ValueError as error:
+        raise UsageError(f"--cfg-parallel / --ulysses: {error}") from error
+    log.info("%s, on %s", parallel.describe(), device)
+    return parallel, device
 
 
 def make_settings(args: argparse.Namespace, inputs: Inputs, device: torch.device) -> Settings:
@@ -84,6 +134,7 @@ def make_settings(args: argparse.Namespace, inputs: Inputs, device: torch.device
         seed=args.seed,
         device=device,
         memory=args.memory,
+        multiscale=args.multiscale,
         **sampling_overrides(args),
     )
 

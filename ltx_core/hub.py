@@ -40,6 +40,8 @@ FOLDER_FILES: dict[str, tuple[str, ...]] = {
         "tokenizer/*",
     ),
     "tokenizer": ("spiece.model", "tokenizer.json", "tokenizer/*"),
+    "upsampler": ("config.json", "diffusion_pytorch_model*", "latent_upsampler/*"),  # diffusers' upscaler repos
+    "lora": ("pytorch_lora_weights.safetensors",),  # the file diffusers' save_lora_weights writes
 }
 BESIDE_FILES: dict[str, tuple[str, ...]] = {"text_encoder": ("spiece.model", "tokenizer.json", "tokenizer/*")}
 # Weights in formats no loader here reads (pickles, TensorFlow, Flax, ONNX): never downloaded.

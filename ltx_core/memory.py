@@ -9,6 +9,7 @@ from weakref import WeakKeyDictionary
 import torch
 from torch import nn
 
+from .model.ops import choose_ops, use_ops
 from .streaming import BlockStreamer, PageLock, assign, host_buffer, live_streamers, module_tensors
 
 # How components use the compute device:
@@ -161,6 +162,13 @@ def release(module: nn.Module) -> None:
         free_device_memory()
 
 
+def streaming_now(module: nn.Module) -> bool:
+    """Whether `module` runs with its blocks streamed right now (inside `placed`): its blocks' tensors
+    must not change then (the streamer points them at its packed copies and back)."""
+    streamer = _streamers.get(module)
+    return streamer is not None and bool(streamer.device_slots)
+
+
 def streaming_report() -> dict[str, int]:
     """What block streaming holds in this process: streamers alive, bytes of packed host copies, bytes
     of them page-locked. Every streamer belongs to a live module; none outlives it."""
@@ -180,7 +188,9 @@ def placed(
     with its blocks streamed (see `streams`). Streaming page-locks the blocks' host copies; they are
     unlocked when the block ends unless `keep_pinned` (for a caller that runs the module again soon
     and calls `release` when it is done with it, as the ComfyUI nodes do through ComfyUI's memory
-    manager). Device memory is given back when the block ends either way."""
+    manager). Device memory is given back when the block ends either way. This is where a model meets
+    its compute device, so its ops are chosen here (`model.ops.choose_ops`; logged when they change)."""
+    use_ops(module, choose_ops(device), device)
     if streams(module, device, memory):
         streamer = streamer_for(module)
         try:

@@ -9,6 +9,10 @@ that off). `stg_scale`, `stg_mode`, `stg_blocks`, `rescaling_scale` and `cfg_sta
 replace their part likewise. A release with guidance per noise-level range (13B dev) keeps its ranges:
 a single value given here applies to every range. `guidance` replaces the release's whole guidance
 (ranges included); the single fields then apply on top of it.
+
+`multiscale=True` runs the release's two official passes instead of one (0.9.7 on): multiscale.py
+resolves each pass from the release's steps or noise levels and guidance as above, the guidance fields
+given here applying to both passes.
 """
 
 from __future__ import annotations
@@ -21,9 +25,17 @@ from typing import Any
 import torch
 
 from .defaults import ReleaseDefaults
+from .parallel.layout import Parallel
 from .sampling.guidance import PERTURBING_MODES, Guidance
 from .sampling.rules import conditioning_rule
-from .sampling.schedule import SCHEDULES, custom_sigmas, explicit_sigmas, make_schedule, partial_schedule
+from .sampling.schedule import (
+    SCHEDULES,
+    custom_sigmas,
+    explicit_sigmas,
+    make_schedule,
+    partial_schedule,
+    skip_steps,
+)
 
 # Settings field → the Guidance field it replaces (the official config key)
 GUIDANCE_FIELDS = {
@@ -53,8 +65,10 @@ RELEASE_FIELDS = (
 
 @dataclass(frozen=True)
 class Settings:
-    """Generation settings. Size, seed, batch, device and memory mode are the caller's; every other field
-    left None takes the value of the models' release (see the module docstring for guidance)."""
+    """Generation settings. Size, seed, batch, device, memory mode and the processes that share the work
+    (`parallel`: every process of the group calls the pipeline with the same settings and gets the same
+    frames) are the caller's; every other field left None takes the value of the models' release (see the
+    module docstring for guidance)."""
 
     width: int = 768
     height: int = 512
@@ -80,6 +94,8 @@ class Settings:
     cond_noise_scale: float | None = None  # strength-1 conditions re-noised by this·σ² each step
     decode_timestep: float | None = None  # the VAE decoder's timestep (0.9.1+ decoders)
     decode_noise_scale: float | None = None  # noise mixed into the latents before decoding
+    multiscale: bool = False  # the release's two passes with the spatial upsampler between them (0.9.7+)
+    parallel: Parallel | None = None  # processes sharing each step and the decode (ltx_core.parallel.init_parallel)
 
     def __post_init__(self) -> None:
         for name in ("timesteps", "stg_blocks"):  # lists become tuples: the settings stay hashable
@@ -100,6 +116,8 @@ class ResolvedSettings:
     steps: int
     schedule: str  # a name of SCHEDULES, or "timesteps" for explicit noise levels
     timesteps: tuple[float, ...] | None  # the noise level of each step, when explicit
+    skip_initial_steps: int  # steps of the schedule not run at its start (a multi-scale second pass)
+    skip_final_steps: int  # steps not run at its end (a first pass that another pass continues)
     guidance: Guidance
     stochastic_sampling: bool
     frame_rate: float
@@ -108,17 +126,28 @@ class ResolvedSettings:
     cond_noise_scale: float
     decode_timestep: float | None  # None: the decoder is not timestep-conditioned (0.9.0)
     decode_noise_scale: float
+    tone_map_compression: float  # tone mapping of the latents before decoding (13B 0.9.8 distilled's second pass)
     release: str  # the release and size, e.g. "0.9.8-distilled 2B"
     source: str  # where the release's values come from (its official config)
     given: frozenset[str]  # the Settings fields the caller set
 
+    @property
+    def steps_run(self) -> int:
+        """The model's steps: `steps` less the skipped ones."""
+        return self.steps - self.skip_initial_steps - self.skip_final_steps
+
     def sigmas(self, tokens: int, denoise: float = 1.0) -> torch.Tensor:
-        """steps + 1 noise levels ending in 0 for a video of `tokens` latent tokens, starting at about
-        `denoise` (video-to-video: the last steps of a longer schedule, as ComfyUI does)."""
+        """The noise levels of the steps that run, ending in 0, for a video of `tokens` latent tokens:
+        `steps` of them less the skipped ones, starting at about `denoise` (video-to-video: the last steps
+        of a longer schedule, as ComfyUI does)."""
         timesteps = self.timesteps
         if timesteps is not None:
-            return partial_schedule(lambda n: explicit_sigmas(timesteps, n), self.steps, denoise)
-        return partial_schedule(lambda n: make_schedule(self.schedule, n, tokens), self.steps, denoise)
+            full = partial_schedule(lambda n: explicit_sigmas(timesteps, n), self.steps, denoise)
+        else:
+            full = partial_schedule(lambda n: make_schedule(self.schedule, n, tokens), self.steps, denoise)
+        if self.skip_initial_steps or self.skip_final_steps:
+            return skip_steps(full, self.skip_initial_steps, self.skip_final_steps)
+        return full
 
     def perturbed_blocks(self) -> tuple[int, ...]:
         """The blocks STG perturbs in some noise-level range, sorted (empty without STG)."""
@@ -144,10 +173,24 @@ class ResolvedSettings:
     def describe(self, given_as: Mapping[str, str] | None = None) -> str:
         """One line: each value, marked with how it was given when the release did not set it (`given_as`:
         Settings field → words such as the flag that set it; "set" for the others)."""
-        marks = {name: "set" for name in self.given} | dict(given_as or {})
+        marks = self.marks(given_as)
+        shown = describe_items([*self.pass_items(), *self.run_items()], marks)
+        return f"{shown}; {self.unmarked()}"
+
+    def marks(self, given_as: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Settings field → how it was given, for each field the caller set."""
+        return {name: "set" for name in self.given} | dict(given_as or {})
+
+    def unmarked(self) -> str:
+        return f"unmarked: LTX-Video {self.release}'s defaults (from {self.source})"
+
+    def pass_items(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(words, the Settings fields that set them) for what one pass runs: steps, noise levels, guidance."""
         g = self.guidance
+        skipped = [f"the first {self.skip_initial_steps} skipped"] * bool(self.skip_initial_steps)
+        skipped += [f"the last {self.skip_final_steps} skipped"] * bool(self.skip_final_steps)
         items = [
-            (f"{self.steps} steps", ("steps", "timesteps")),
+            (", ".join([f"{self.steps} steps", *skipped]), ("steps", "timesteps")),
             (self._schedule_words(), ("schedule", "timesteps")),
             (f"CFG {_values(g.guidance_scale)}", ("guidance_scale", "guidance")),
             (f"STG {_values(g.stg_scale)}", ("stg_scale", "guidance")),
@@ -156,19 +199,22 @@ class ResolvedSettings:
             (f"rescaling {_values(g.rescaling_scale)}", ("rescaling_scale", "guidance")),
             (f"CFG-zero* {_on(g.cfg_star_rescale)}", ("cfg_star_rescale", "guidance")),
             (f"stochastic sampling {_on(self.stochastic_sampling)}", ("stochastic_sampling",)),
+        ]
+        if g.guidance_timesteps is not None:  # per range: "CFG 1/1/6/…" reads against these
+            items.insert(2, (f"guidance by σ range from {_values(g.guidance_timesteps)}", ("guidance",)))
+        if self.tone_map_compression:
+            items.append((f"tone map {self.tone_map_compression:g}", ()))
+        return items
+
+    def run_items(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(words, the Settings fields that set them) for what every pass shares: text, conditions, decoding."""
+        return [
             (f"{self.frame_rate:g} fps", ("frame_rate",)),
             (f"{self.text_tokens} prompt tokens", ("text_tokens",)),
             (f"conditions {self.conditioning.replace('_', ' ')}", ("conditioning",)),
             (f"condition noise {self.cond_noise_scale:g}", ("cond_noise_scale",)),
             (self._decode_words(), ("decode_timestep", "decode_noise_scale")),
         ]
-        if g.guidance_timesteps is not None:  # per range: "CFG 1/1/6/…" reads against these
-            items.insert(2, (f"guidance by σ range from {_values(g.guidance_timesteps)}", ("guidance",)))
-        shown = []
-        for text, names in items:
-            by = next((marks[name] for name in names if name in marks), None)
-            shown.append(f"{text} ({by})" if by else text)
-        return f"{', '.join(shown)}; unmarked: LTX-Video {self.release}'s defaults (from {self.source})"
 
     def _schedule_words(self) -> str:
         if self.timesteps is None:
@@ -206,6 +252,8 @@ def resolve_settings(settings: Settings, defaults: ReleaseDefaults) -> ResolvedS
         steps=steps,
         schedule=schedule,
         timesteps=timesteps,
+        skip_initial_steps=defaults.one_pass.skip_initial_steps,
+        skip_final_steps=defaults.one_pass.skip_final_steps,
         guidance=resolve_guidance(s, defaults),
         stochastic_sampling=bool(_pick(s.stochastic_sampling, defaults.stochastic_sampling)),
         frame_rate=float(_pick(s.frame_rate, defaults.frame_rate)),
@@ -214,6 +262,7 @@ def resolve_settings(settings: Settings, defaults: ReleaseDefaults) -> ResolvedS
         cond_noise_scale=float(_pick(s.cond_noise_scale, defaults.cond_noise_scale)),
         decode_timestep=_pick(s.decode_timestep, defaults.decode_timestep),
         decode_noise_scale=float(_pick(s.decode_noise_scale, defaults.decode_noise_scale)),
+        tone_map_compression=defaults.one_pass.tone_map_compression,
         release=f"{defaults.release} {defaults.size}".strip(),
         source=defaults.source,
         given=s.given,
@@ -243,6 +292,16 @@ def _schedule(s: Settings, defaults: ReleaseDefaults) -> tuple[tuple[float, ...]
     if defaults.timesteps is not None:
         return defaults.timesteps, "timesteps"
     return None, defaults.schedule
+
+
+def describe_items(items: list[tuple[str, tuple[str, ...]]], marks: Mapping[str, str]) -> str:
+    """The items' words (see `ResolvedSettings.pass_items`) joined, each marked with how its first given
+    field was given (`marks`: see `ResolvedSettings.marks`)."""
+    shown = []
+    for text, names in items:
+        by = next((marks[name] for name in names if name in marks), None)
+        shown.append(f"{text} ({by})" if by else text)
+    return ", ".join(shown)
 
 
 def _pick(value: Any, default: Any) -> Any:

@@ -17,15 +17,18 @@ from .guidance import LTXPackGuidance
 from .image_condition import LTXPackImageCondition
 from .latents import LTXPackEmptyLatentVideo, LTXPackVAEDecode, LTXPackVAEEncode
 from .loaders import LTXPackModelLoader, LTXPackTextEncoderLoader
+from .lora import LTXPackLoraLoader
 from .sampler import LTXPackSampler
 from .save_video import LTXPackSaveVideo
 from .text_encode import LTXPackTextEncode
+from .upscale import LTXPackLatentUpscale, LTXPackUpsamplerLoader
 
 # Every node id starts with this prefix: ComfyUI silently drops pack nodes whose ids equal its own.
 NODE_ID_PREFIX = "LTXPack"
 
 NODE_CLASSES = [
     LTXPackModelLoader,
+    LTXPackLoraLoader,
     LTXPackTextEncoderLoader,
     LTXPackTextEncode,
     LTXPackEmptyLatentVideo,
@@ -33,6 +36,8 @@ NODE_CLASSES = [
     LTXPackExtendVideo,
     LTXPackGuidance,
     LTXPackSampler,
+    LTXPackUpsamplerLoader,
+    LTXPackLatentUpscale,
     LTXPackVAEDecode,
     LTXPackVAEEncode,
     LTXPackJoinVideo,
@@ -40,6 +45,7 @@ NODE_CLASSES = [
 ]
 DISPLAY_NAMES = {
     LTXPackModelLoader: "LTX Model Loader (pack)",
+    LTXPackLoraLoader: "LTX LoRA Loader (pack)",
     LTXPackTextEncoderLoader: "LTX Text Encoder Loader (pack)",
     LTXPackTextEncode: "LTX Text Encode (pack)",
     LTXPackEmptyLatentVideo: "LTX Empty Latent Video (pack)",
@@ -47,6 +53,8 @@ DISPLAY_NAMES = {
     LTXPackExtendVideo: "LTX Extend Video (pack)",
     LTXPackGuidance: "LTX Guidance (pack)",
     LTXPackSampler: "LTX Sampler (pack)",
+    LTXPackUpsamplerLoader: "LTX Upsampler Loader (pack)",
+    LTXPackLatentUpscale: "LTX Latent Upscale (pack)",
     LTXPackVAEDecode: "LTX VAE Decode (pack)",
     LTXPackVAEEncode: "LTX VAE Encode (pack)",
     LTXPackJoinVideo: "LTX Join Video (pack)",

@@ -10,7 +10,8 @@ holder.
 
 Sizes: core measures a model by its state dict (`module_size`), which misses non-persistent buffers:
 a GGUF model's quantized weights, and would make it look nearly empty. The patcher is given the bytes
-the module really holds (`module_bytes`). Loads are whole (`force_full_load`) and so are unloads (the
+the module really holds (`module_bytes`), measured again at each load (a sampler's LoRA stack adds its
+factors, non-persistent buffers too). Loads are whole (`force_full_load`) and so are unloads (the
 patcher's `partially_unload` unloads all): our modules have no per-layer cast hooks, so a partly
 loaded module would have layers on the wrong device, and core would count only the layers it
 measures as freed.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePath
@@ -43,6 +45,10 @@ LISTED_EXTENSIONS = {".safetensors", ".sft", ".gguf", ".json"}
 LISTING_PREFIX = "ltx_pack_"  # our entries in folder_paths (core's model browser shows them too)
 LATENT_RGB_CHANNELS = 128  # core's LTXV preview factors are for the released 128-channel latents
 BUNDLED_TOKENIZER = "comfy/text_encoders/t5_tokenizer/tokenizer.json"  # ships with ComfyUI, for its T5 encoders
+# Model folders of later ComfyUI versions that 0.3.64 lacks, registered by us where missing: name → its
+# place under models/. Newer core keeps the latent upscalers (its LatentUpscaleModelLoader) in
+# models/latent_upscale_models, where Lightricks' ComfyUI-LTXVideo pack now tells users to put them too.
+NEWER_FOLDERS = {"latent_upscale_models": "latent_upscale_models"}
 
 
 class _Holder(nn.Module):
@@ -101,6 +107,7 @@ class Managed:
         import comfy.model_management as mm
 
         device = self.patcher.load_device
+        self.patcher.size = module_bytes(self.module)  # LoRA factors come and go with the sampler's stack
         if streams(self.module, device, memory or self.memory):
             self._load_streamed(activations)
         else:
@@ -137,6 +144,19 @@ def _folder_paths() -> Any:
     return folder_paths
 
 
+def _roots(folders: Sequence[str]) -> list[str]:
+    """The directories of ComfyUI's `folders`, registering those of NEWER_FOLDERS that it lacks."""
+    paths = _folder_paths()
+    for folder in folders:
+        if folder in NEWER_FOLDERS:
+            default = os.path.join(paths.models_dir, NEWER_FOLDERS[folder])
+            if folder not in paths.folder_names_and_paths:
+                paths.folder_names_and_paths[folder] = ([default], set(paths.supported_pt_extensions))
+            elif default not in paths.get_folder_paths(folder):  # made by extra_model_paths.yaml entries only
+                paths.add_model_folder_path(folder, default)
+    return [root for folder in folders for root in paths.get_folder_paths(folder)]
+
+
 def list_models(folders: Sequence[str]) -> list[str]:
     """Model files (and model folders) under ComfyUI's `folders`, as paths relative to their folder.
 
@@ -145,7 +165,7 @@ def list_models(folders: Sequence[str]) -> list[str]:
     over the same directories with our extensions: core's entries do not list .gguf or config.json."""
     paths = _folder_paths()
     key = LISTING_PREFIX + "_".join(folders)
-    roots = [root for folder in folders for root in paths.get_folder_paths(folder)]
+    roots = _roots(folders)
     paths.folder_names_and_paths[key] = (roots, LISTED_EXTENSIONS)  # refreshed: other packs may add roots
     return _models_in(paths.get_filename_list(key))
 
@@ -162,7 +182,7 @@ def _models_in(files: list[str]) -> list[str]:
 
 def model_path(folders: Sequence[str], name: str) -> Path:
     """The file or folder `name` under the first of ComfyUI's `folders` that has it."""
-    roots = [Path(root) for folder in folders for root in _folder_paths().get_folder_paths(folder)]
+    roots = [Path(root) for root in _roots(folders)]
     for root in roots:
         if (root / name).exists():
             return root / name

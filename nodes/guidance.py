@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..ltx_core.passes import SINGLE, pass_guidance
 from ..ltx_core.sampling.guidance import STG_MODES, Guidance
 from .types import CATEGORY, GUIDANCE, MODEL, Loaded, field
 
@@ -21,13 +22,17 @@ def release_guidance(model: Loaded) -> Guidance:
     return Guidance.from_config(model.defaults.guidance_config())
 
 
-def sampler_guidance(model: Loaded, guidance: float, settings: Guidance | None) -> Guidance:
-    """The sampler's guidance: a connected guidance node's, else the release's (guidance 0), else constant
-    classifier-free guidance without STG (guidance ≥ 1, as the sampler always did)."""
-    if settings is not None:
+def sampler_guidance(model: Loaded, guidance: float, settings: Guidance | None, which: str = SINGLE) -> Guidance:
+    """The sampler's guidance in pass `which` (passes.PASSES): a connected guidance node's, else the
+    release's for that pass (guidance 0), else constant classifier-free guidance without STG (guidance ≥ 1,
+    as the sampler always did). The guidance node's preset release is the release's too: it gives the
+    one-pass guidance, which a multiscale pass replaces by its own (13B dev's second pass: CFG 1, STG 1 on
+    block 27); custom settings cannot give 13B dev's ranges, and distilled passes share one guidance."""
+    if settings is not None and not (which != SINGLE and settings == release_guidance(model)):
         return check_blocks(settings, model, f"the {NODE} connected to guidance_settings", SAME_MODEL)
-    if guidance == 0:
-        return check_blocks(release_guidance(model), model, f"the {model.release} release's guidance", NOT_RELEASE)
+    if guidance == 0 or settings is not None:
+        words = f"the {model.release} release's{'' if which == SINGLE else f' {which}-pass'} guidance"
+        return check_blocks(pass_guidance(model.defaults, which), model, words, NOT_RELEASE)
     if guidance < 1:
         raise ValueError(
             f"guidance {guidance:g} of LTX Sampler (pack) is neither 0 (the release's guidance) nor 1 or more "

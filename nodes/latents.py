@@ -7,9 +7,10 @@ import torch
 from ..ltx_core.latent_guides import GUIDE_FRAMES_KEY
 from ..ltx_core.media import frames_from_video_tensor, video_tensor_from_frames
 from ..ltx_core.memory import vae_budget
+from ..ltx_core.multiscale import decode_input
 from ..ltx_core.types import LATENT_CHANNELS, VAE_SPATIAL_SCALE, check_video_shape, latent_frames
 from . import comfy_bridge as bridge
-from .types import CATEGORY, VAE, Loaded, field, video_latents
+from .types import CATEGORY, TONE_MAP_KEY, VAE, Loaded, field, video_latents
 
 TILING = ["auto", "off"]
 TILING_TOOLTIP = "auto: cut the video into tiles and chunks that fit the free memory (needed for long or large videos on small GPUs); off: in one piece."  # noqa: E501
@@ -79,7 +80,14 @@ class LTXPackVAEDecode:
     def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
-                "samples": ("LATENT", {"tooltip": "From the sampler."}),
+                "samples": (
+                    "LATENT",
+                    {
+                        "tooltip": "From the sampler. A multiscale second pass that its release tone-maps (13B 0.9.8 "
+                        "distilled: 0.6) says so in its LATENT, and the latents are tone-mapped here after the "
+                        "decode noise, as the official pipeline does."
+                    },
+                ),
                 "vae": (VAE, {"tooltip": "From the LTX model loader."}),
                 "decode_timestep": (
                     "FLOAT",
@@ -126,6 +134,10 @@ class LTXPackVAEDecode:
             latents = video_latents(samples, LATENT_CHANNELS, "LTX VAE Decode (pack)")
             guides = samples.get(GUIDE_FRAMES_KEY, 0)  # core's guide frames, when LTXVCropGuides did not cut them
             latents = latents[:, :, : latents.shape[2] - guides].to(device)
+            tone_map = samples.get(TONE_MAP_KEY, 0.0)  # what a multiscale second pass asks for
+            if tone_map:  # decode noise mixed in, then tone-mapped, in the official order
+                latents = decode_input(latents, decode_noise_scale, tone_map, generator)
+                decode_noise_scale = 0.0
             pixels = vae.module.decode(
                 latents,
                 decode_timestep,

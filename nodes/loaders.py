@@ -56,6 +56,9 @@ NODE_ADVICE = {
     "release": f"choose the release in release of {MODEL_LOADER}",
     "matching_vae": f"choose the VAE of the transformer's release in vae_name of {MODEL_LOADER} (a VAE file, or "
     "that release's full checkpoint)",
+    # the core's key for a file it detects as a latent upsampler (loading/detect.py)
+    "latent_upsampler": "choose it in upsampler_name of the LTX Upsampler Loader (pack) (models/latent_upscale_models "
+    "or models/upscale_models)",
 }
 RELEASE_TOOLTIP = (
     "The LTX-Video release of the model file, which picks the sampler's and decoder's settings: auto reads it "

@@ -13,18 +13,32 @@ from ..ltx_core.latent_guides import (
     split_core_guides,
 )
 from ..ltx_core.memory import MEMORY_MODES, placed, transformer_activation_bytes
+from ..ltx_core.passes import FIRST, SECOND, SINGLE, pass_settings, pass_sigmas
 from ..ltx_core.sampling.conditioning import appended_token_count
 from ..ltx_core.sampling.guidance import Guidance
 from ..ltx_core.sampling.noise import draw_noise, seeded_generator
-from ..ltx_core.sampling.schedule import SCHEDULES
+from ..ltx_core.sampling.schedule import SCHEDULES, custom_sigmas
 from ..ltx_core.types import LATENT_CHANNELS, VAE_TEMPORAL_SCALE
 from . import comfy_bridge as bridge
 from .guidance import sampler_guidance
-from .types import CATEGORY, GUIDANCE, MODEL, Loaded, field, from_conditioning, video_latents
+from .lora import use_loras
+from .types import (
+    CATEGORY,
+    GENERATOR_KEY,
+    GUIDANCE,
+    MODEL,
+    TONE_MAP_KEY,
+    Loaded,
+    field,
+    from_conditioning,
+    video_latents,
+)
 
 AUTO = "auto"
 FROM_LOADER = "from loader"
 SAMPLINGS = {AUTO: None, "euler": False, "stochastic": True}  # → stochastic_sampling (None: the release's)
+MULTISCALE = {"off": SINGLE, "first pass": FIRST, "second pass": SECOND}  # → a pass of ltx_core.passes
+NODE = "LTX Sampler (pack)"
 
 
 def _keyframe_idxs(positive: list) -> torch.Tensor | None:
@@ -47,7 +61,7 @@ def _split_guides(model: Loaded, latent: dict, keyframe_idxs: torch.Tensor | Non
             f"core's LTXVAddGuide appends guide frames, which this {model.release} model does not take (0.9.5+ "
             "models do); condition 0.9.0 / 0.9.1 models with LTX Image Condition (pack) or core's LTXVImgToVideo"
         )
-    samples = video_latents(latent, LATENT_CHANNELS, "LTX Sampler (pack)")
+    samples = video_latents(latent, LATENT_CHANNELS, NODE)
     video, mask, guides = split_core_guides(samples, latent.get("noise_mask"), keyframe_idxs)
     return {"samples": video, **({} if mask is None else {"noise_mask": mask})}, guides
 
@@ -66,6 +80,46 @@ def _conditions(model: Loaded, samples: torch.Tensor, latent: dict) -> list[Fram
     return guide_conditions(samples, latent.get("noise_mask"), recorded, layout)
 
 
+def _sigmas(model: Loaded, which: str, steps, schedule, denoise, sigmas, tokens: int) -> torch.Tensor:
+    """The noise levels of pass `which`: connected sigmas, else the release's schedule of the pass."""
+    defaults = model.defaults
+    if which == SINGLE:
+        name = defaults.schedule if schedule == AUTO else schedule
+        return choose_sigmas(name, steps or defaults.steps, tokens, denoise, sigmas)
+    words = f"multiscale {which} pass of {NODE}"
+    if defaults.first_pass is None:
+        raise ValueError(
+            f"{words}: the {model.release} {model.release.size} release has no multiscale recipe (0.9.7 and later "
+            "have one: 13B dev, 13B and 2B distilled); set multiscale to off"
+        )
+    if sigmas is not None:
+        return custom_sigmas(sigmas)
+    if denoise != 1:
+        raise ValueError(
+            f"denoise {denoise:g} with the {words}: the pass sets where sampling starts (the second from the "
+            "upscaled latents); set denoise to 1, or connect sigmas"
+        )
+    return pass_sigmas(defaults, which, tokens, steps, None if schedule == AUTO else schedule)
+
+
+def _generator(seed: int, state: torch.Tensor | None) -> torch.Generator:
+    """The seed's generator, or one that goes on from a first pass's generator `state`."""
+    if state is None:
+        return seeded_generator(seed)
+    generator = torch.Generator("cpu")
+    generator.set_state(state)
+    return generator
+
+
+def _noted(result: dict, model: Loaded, which: str, generator: torch.Generator) -> dict:
+    """The sampler's LATENT with what the next multiscale step needs: after a first pass its generator's
+    state (for the second pass), after a second pass the tone mapping its release applies before decoding."""
+    if which == FIRST:
+        return {**result, GENERATOR_KEY: generator.get_state()}
+    tone_map = pass_settings(model.defaults, which).tone_map_compression if which == SECOND else 0.0
+    return {**result, TONE_MAP_KEY: tone_map} if tone_map else result
+
+
 class LTXPackSampler:
     DESCRIPTION = "Generates the latent video from noise (or from the input latents when denoise < 1)."
     CATEGORY = CATEGORY
@@ -82,11 +136,19 @@ class LTXPackSampler:
                 "positive": field("CONDITIONING", "The encoded prompt."),
                 "negative": field("CONDITIONING", "The encoded negative prompt."),
                 "latent": field("LATENT", "Empty latent video, conditioned latents, or encoded video for denoise < 1."),
-                "seed": field("INT", "Seed of the initial noise; a seed gives the same video on any device.", **seed),
+                "seed": field(
+                    "INT",
+                    "Seed of the initial noise; a seed gives the same video on any device. A multiscale second pass "
+                    "after a first pass goes on with the first pass's random numbers instead, as the official "
+                    "pipeline does.",
+                    **seed,
+                ),
                 "steps": field(
                     "INT",
                     "Denoising steps; 0: the release's (40 for 2B dev, 30 for 13B dev, 8 for distilled: the 0.9.7+ "
-                    "distilled models at their fixed noise levels, other counts on the curve those lie on).",
+                    "distilled models at their fixed noise levels, other counts on the curve those lie on). In a "
+                    "multiscale pass, the pass's (13B dev: 27, then 13; distilled: 7, then 3); another count keeps "
+                    "the pass's part of the schedule.",
                     default=0,
                     min=0,
                     max=200,
@@ -146,6 +208,14 @@ class LTXPackSampler:
                 "guidance_settings": field(
                     GUIDANCE, "From LTX Guidance (pack): replaces the guidance widget (CFG + STG, per noise level)."
                 ),
+                "multiscale": field(
+                    list(MULTISCALE),
+                    "off: one pass at the full size. first pass / second pass: that pass of the release's multiscale "
+                    "recipe (0.9.7+: 13B dev, 13B and 2B distilled), with its noise levels and guidance where steps, "
+                    "guidance and schedule say 0 / auto: the first at about 2/3 of the size, then LTX Latent Upscale "
+                    "(pack), then the second from the upscaled latents (denoise stays 1: the pass sets its start).",
+                    default="off",
+                ),
             },
         }
 
@@ -165,14 +235,15 @@ class LTXPackSampler:
         memory=FROM_LOADER,
         sampling=AUTO,
         guidance_settings: Guidance | None = None,
+        multiscale="off",
     ):
         transformer, defaults = model.module, model.defaults
         with_guides = latent
         latent, guides = _split_guides(model, latent, _keyframe_idxs(positive))
-        samples = video_latents(latent, transformer.config.in_channels, "LTX Sampler (pack)")
-        name = defaults.schedule if schedule == AUTO else schedule
-        chosen = choose_sigmas(name, steps or defaults.steps, samples[0, 0].numel(), denoise, sigmas)
-        plan = sampler_guidance(model, guidance, guidance_settings)
+        samples = video_latents(latent, transformer.config.in_channels, NODE)
+        which = MULTISCALE[multiscale]
+        chosen = _sigmas(model, which, steps, schedule, denoise, sigmas, samples[0, 0].numel())
+        plan = sampler_guidance(model, guidance, guidance_settings, which)
         stochastic = defaults.stochastic_sampling if SAMPLINGS[sampling] is None else SAMPLINGS[sampling]
         text = from_conditioning(positive, negative if plan.uses_negative else None, transformer.dtype)
         for name, cond in (("positive", text), ("negative", text.negative)):
@@ -191,11 +262,13 @@ class LTXPackSampler:
         activations = transformer_activation_bytes(  # conditions: a noise level per token
             transformer.config.hidden_dim, batch, tokens, transformer.dtype, bool(conditions)
         )
+        use_loras(model)  # this output's LoRA stack onto the shared transformer, before it is placed
         device = model.handle.load(mode, activations)
         on_step = bridge.step_callback(len(chosen) - 1, samples.shape[1])
         # One generator draws the video's noise, then the appended conditions' and the re-noising's,
-        # as the references do: a seed gives the same video on every device.
-        generator = seeded_generator(seed)
+        # as the references do: a seed gives the same video on every device. A second pass goes on with
+        # the first pass's generator, as the official multiscale pipeline hands one to both passes.
+        generator = _generator(seed, with_guides.get(GENERATOR_KEY) if which == SECOND else None)
         noise = draw_noise(tuple(samples.shape), generator, device=device)
         with placed(transformer, device, mode, keep_pinned=True), torch.inference_mode():
             out = sample(
@@ -213,9 +286,10 @@ class LTXPackSampler:
                 generator=generator,
                 on_step=on_step,
             )
-        if not guides:
-            return ({"samples": out.cpu()},)  # the video's latents only: sample() drops appended tokens
-        # Core's guide frames go back after the video's, as core's sampler leaves them, so that
-        # LTXVCropGuides can cut them; our decode leaves them out by itself (GUIDE_FRAMES_KEY).
-        tail = with_guides["samples"][:, :, samples.shape[2] :]
-        return ({"samples": torch.cat([out.cpu(), tail.float()], dim=2), GUIDE_FRAMES_KEY: len(guides)},)
+        result = {"samples": out.cpu()}  # the video's latents only: sample() drops appended tokens
+        if guides:
+            # Core's guide frames go back after the video's, as core's sampler leaves them, so that
+            # LTXVCropGuides can cut them; our decode leaves them out by itself (GUIDE_FRAMES_KEY).
+            tail = with_guides["samples"][:, :, samples.shape[2] :]
+            result = {"samples": torch.cat([result["samples"], tail.float()], dim=2), GUIDE_FRAMES_KEY: len(guides)}
+        return (_noted(result, model, which, generator),)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..ltx_core import Conditioning, Release
+from ..ltx_core import Conditioning, LoRA, Release
 from ..ltx_core.defaults import ReleaseDefaults
 
 CATEGORY = "LTX-Video (pack)"
@@ -20,6 +20,13 @@ MODEL = "LTXPACK_MODEL"
 VAE = "LTXPACK_VAE"
 TEXT_ENCODER = "LTXPACK_TEXT_ENCODER"
 GUIDANCE = "LTXPACK_GUIDANCE"
+UPSAMPLER = "LTXPACK_UPSAMPLER"
+
+# LATENT keys our sampler adds for the multiscale steps after it (core's nodes ignore them; most build a
+# fresh dict and drop them): the first pass's generator state, which the second pass goes on with, and the
+# tone mapping a second pass asks the decoder for (13B 0.9.8 distilled: 0.6).
+GENERATOR_KEY = "ltx_pack_generator"
+TONE_MAP_KEY = "ltx_pack_tone_map"
 
 DEVICES = ["default", "cpu"]
 DEVICE_TOOLTIP = "default: ComfyUI's GPU, with its memory manager offloading other models; cpu: keep on the CPU."
@@ -58,10 +65,14 @@ def vae_in_dtype(vae: torch.nn.Module) -> torch.nn.Module:
 @dataclass(frozen=True)
 class Loaded:
     """A loaded component (`handle.module`, placed by the bridge) and the release it belongs to (None
-    for the text encoder, which every release shares)."""
+    for the text encoder, which every release shares). For the transformer, `loras` is the stack of
+    LoRAs (each with its strength) that LTX LoRA Loader nodes put on this output: the sampler applies
+    exactly these to the shared module before it samples (nodes/lora.py), so every branch of a graph
+    and every later prompt gets its own stack from the one loaded model."""
 
     handle: Any  # comfy_bridge.Managed: .module, .memory and .load(memory=None) -> device
     release: Release | None
+    loras: tuple[tuple[LoRA, float], ...] = ()
 
     @property
     def module(self) -> torch.nn.Module:

@@ -26,6 +26,20 @@ from pathlib import Path
 BASE = ("--prompt", "a red fox", "--checkpoint", "{checkpoint}", "--text-encoder", "{t5}", "--width", "64")
 BASE += ("--height", "64", "--frames", "9", "--steps", "2", "--device", "cpu", "--output", "{tmp}/out.mp4")
 SECONDS = 20  # "within seconds": a slow CI machine still stays far below this (each takes ~2 s)
+# --multiscale takes no --steps (each pass runs the release's): its entries start from BASE without it,
+# most on a transformer and VAE named 0.9.8-distilled (a release with the multi-scale pipeline)
+_STEPS = BASE.index("--steps")
+NO_STEPS = (*BASE[:_STEPS], *BASE[_STEPS + 2 :])
+MULTISCALE = (
+    *NO_STEPS,
+    "--checkpoint",
+    "{gguf32}",
+    "--vae",
+    "{vae_095}",
+    "--release",
+    "0.9.8-distilled",
+    "--multiscale",
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,60 @@ BAD: list[Bad] = [
         ("--checkpoint", "{gguf32}", "--vae", "{vae_095}", "--release", "0.9.8-distilled", "--stg-scale", "2"),
         ("--checkpoint", "perturb block 42", "give --stg-blocks"),
     ),
+    # the multi-scale pipeline and its upsampler
+    Bad(
+        (*NO_STEPS, "--multiscale"),
+        ("--multiscale", "0.9.1 2B has no multi-scale pipeline", "0.9.8-distilled (13B, 2B)", "leave --multiscale out"),
+        base=False,
+        real=True,
+    ),
+    Bad(
+        ("--multiscale",),
+        ("--steps 2", "with --multiscale each pass runs the release's own steps", "leave --steps out"),
+    ),
+    Bad(("--upsampler", "{upsampler}"), ("--upsampler", "without --multiscale", "add --multiscale")),
+    Bad(
+        (*NO_STEPS, "--multiscale", "--video", "{clip}"),
+        ("--multiscale and --video", "runs in one pass", "leave --multiscale out"),
+        base=False,
+    ),
+    Bad(
+        (*MULTISCALE, "--upsampler", "{temporal_upsampler}"),
+        ("--upsampler", "is a temporal ×2 latent upsampler", "expected a spatial latent upsampler"),
+        base=False,
+    ),
+    Bad(
+        (*MULTISCALE, "--upsampler", "{checkpoint}"),
+        (
+            "--upsampler",
+            "contains an LTX-Video transformer",
+            "expected an LTX-Video latent upsampler",
+            "as --checkpoint",
+        ),
+        base=False,
+    ),
+    Bad(
+        (*MULTISCALE, "--upsampler", "{upsampler_128}"),
+        ("--upsampler", "takes 128 latent channels", "the VAE of --vae", "has 16", "leave --upsampler out"),
+        base=False,
+    ),
+    Bad(
+        (*MULTISCALE, "--upsampler", "{upsampler}", "--width", "32"),
+        ("--width 32 --height 64", "gives 0×32", "at least 64 pixels"),
+        base=False,
+    ),
+    Bad(
+        (*MULTISCALE, "--upsampler", "{tmp}/no-upsampler.safetensors"),
+        ("--upsampler", "no such file", "spatial latent upsampler"),
+        base=False,
+    ),
+    Bad(MULTISCALE, ("--upsampler", "HF_HUB_OFFLINE is set", "not in the cache"), base=False, hub="offline"),
+    Bad(
+        ("--checkpoint", "{upsampler}"),
+        ("--checkpoint", "contains an LTX-Video latent upsampler", "as --upsampler, with --multiscale"),
+        real=True,
+    ),
+    Bad(("--vae", "{upsampler}"), ("--vae", "contains an LTX-Video latent upsampler", "as --upsampler")),
     # what argparse refuses
     Bad(("--checkpoint", "{checkpoint}"), ("--prompt", "required"), base=False, real=True),
     Bad(("--width", "wide"), ("--width", "invalid int value")),
@@ -164,6 +232,29 @@ BAD: list[Bad] = [
     Bad(("--text-encoder", "{empty}"), ("--text-encoder", "without config.json", "T5")),
     Bad(("--tokenizer", "{empty}"), ("--tokenizer", "spiece.model", "as --tokenizer")),
     Bad(("--tokenizer", "{garbage}"), ("--tokenizer", "as --tokenizer")),
+    # --lora FILE[:STRENGTH]
+    Bad(("--lora", "{lora}:strong"), ("--lora", "STRENGTH 'strong' is not a number", "FILE[:STRENGTH]")),
+    Bad(("--lora", "{lora}:inf"), ("--lora", "not a finite number", "e.g. 0.8")),
+    Bad(("--lora", "{tmp}/no-lora.safetensors:0.8"), ("--lora", "no such file", "a LoRA file"), real=True),
+    Bad(
+        ("--lora", "{checkpoint}"),
+        ("--lora", "is not a LoRA (its keys: ", "Give a LoRA file", "model files go to --checkpoint"),
+        real=True,
+    ),
+    Bad(("--lora", "{garbage}"), ("--lora", "no valid safetensors header", "Give a LoRA file")),
+    Bad(("--lora", "{empty}"), ("--lora", "is a folder without pytorch_lora_weights.safetensors")),
+    Bad(
+        ("--lora", "{lora}", "--lora", "{lora_wide}:0.5"),
+        ("--lora", "is a LoRA for another model size", "64→64 in the LoRA, 32→32 here", "LTX-Video 0.9.1 2B"),
+        real=True,
+    ),
+    Bad(("--lora", "{lora_attn3}"), ("--lora", "match no linear layer of this model", "made for --checkpoint's")),
+    Bad(("--lora", "Nobody/no-such-repo/style.safetensors"), ("--lora", "no repository Nobody/no-such-repo")),
+    Bad(("--lora", "Lightricks/LTX-Video"), ("--lora", "holds none of the files", "pytorch_lora_weights")),
+    Bad(
+        ("--lora", "Lightricks/LTX-Video/ltx-video-2b-v0.9.1.safetensors:0.5"),
+        ("--lora", "is not a LoRA", "model files go to --checkpoint"),
+    ),
     # Hub references
     Bad(
         ("--checkpoint", "Nobody/no-such-repo/x.safetensors"),
@@ -207,7 +298,9 @@ def write_fixtures(folder: Path, tiny: dict[str, Path]) -> dict[str, str]:
     from PIL import Image
     from safetensors.torch import load_file, save_file
 
+    from ltx_core.loading.transformer import inspect_transformer
     from ltx_core.media import write_mp4
+    from tiny import tiny_lora, write_tiny_upsampler
     from tiny_comfy import _transformer_tensors
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -226,9 +319,16 @@ def write_fixtures(folder: Path, tiny: dict[str, Path]) -> dict[str, str]:
     _write_vae_095(folder / "vae-095.safetensors")
     _write_gguf(folder / "transformer-32-heads.gguf", _transformer_tensors()[1])
     (folder / "empty").mkdir(exist_ok=True)
+    write_tiny_upsampler(folder / "spatial-upscaler.safetensors")  # for the VAE's 16 latent channels
+    write_tiny_upsampler(folder / "temporal-upscaler.safetensors", spatial=False, temporal=True)
+    write_tiny_upsampler(folder / "spatial-upscaler-128.safetensors", channels=128)
     pixels = (np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8)
     Image.fromarray(pixels).save(folder / "start.png")
     write_mp4(folder / "clip.mp4", torch.rand(9, 64, 64, 3, generator=torch.Generator().manual_seed(0)), 25)
+    lora = tiny_lora(inspect_transformer(tiny["checkpoint"]).config, 1)  # for the checkpoint: 28 blocks, 32 wide
+    save_file(lora, folder / "lora.safetensors")
+    save_file({k.replace(".attn1.", ".attn3."): v for k, v in lora.items()}, folder / "lora-attn3.safetensors")
+    save_file(tiny_lora(_transformer_tensors()[0], 2), folder / "lora-wide.safetensors")  # 64 wide
     return {
         "checkpoint": str(tiny["checkpoint"]),
         "t5": str(tiny["text_encoder"]),
@@ -243,6 +343,12 @@ def write_fixtures(folder: Path, tiny: dict[str, Path]) -> dict[str, str]:
         "empty": str(folder / "empty"),
         "image": str(folder / "start.png"),
         "clip": str(folder / "clip.mp4"),
+        "upsampler": str(folder / "spatial-upscaler.safetensors"),
+        "temporal_upsampler": str(folder / "temporal-upscaler.safetensors"),
+        "upsampler_128": str(folder / "spatial-upscaler-128.safetensors"),
+        "lora": str(folder / "lora.safetensors"),
+        "lora_attn3": str(folder / "lora-attn3.safetensors"),
+        "lora_wide": str(folder / "lora-wide.safetensors"),
         "tmp": str(folder),
     }
 

@@ -12,7 +12,9 @@ import torch
 
 from workflows.build import import_pack
 
-FOLDERS = ("checkpoints", "diffusion_models", "vae", "text_encoders")
+FOLDERS = ("checkpoints", "diffusion_models", "vae", "text_encoders", "upscale_models", "loras")
+# what ComfyUI 0.3.64 lacks and the pack registers (comfy_bridge.NEWER_FOLDERS)
+NEWER_FOLDERS = ("latent_upscale_models",)
 
 
 class Interrupted(Exception):
@@ -58,10 +60,18 @@ def install(monkeypatch: pytest.MonkeyPatch, root: Path) -> FakeComfy:
         """folder_paths' listing: registered (roots, extensions), files below the roots, relative paths."""
 
         folder_names_and_paths: dict[str, tuple[list[str], set[str]]] = {}
+        models_dir = str(fake.models)
+        supported_pt_extensions = {".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt"}
 
         @staticmethod
         def get_folder_paths(name: str) -> list[str]:
+            if name in NEWER_FOLDERS:  # KeyError for a folder not registered, as folder_paths
+                return list(FolderPaths.folder_names_and_paths[name][0])
             return [str(fake.models / name)] if name in FOLDERS else []
+
+        @staticmethod
+        def add_model_folder_path(name: str, path: str) -> None:
+            FolderPaths.folder_names_and_paths[name][0].append(path)
 
         @staticmethod
         def get_filename_list(name: str) -> list[str]:

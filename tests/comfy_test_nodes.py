@@ -3,6 +3,8 @@
 LTXTestSeedTorch seeds torch's global generator on its way through a LATENT, so that core nodes that
 draw from it (core's LTX VAE decode mixes in `randn_like` noise) become reproducible in a test.
 LTXTestSaveTensor writes whatever reaches it to output/<name>.pt, so a test can compare the numbers.
+LTXTestPatchedWeights writes a core MODEL's diffusion-model weights with its patches (LoRAs) applied by
+core, to output/<name>.pt.
 LTXTestLoadedModels lists the models ComfyUI's memory manager holds loaded.
 LTXTestMemoryReport reports this process's resident memory, what the pack's block streaming holds,
 and for each of the pack's models the size core's patcher reports next to the bytes the module holds
@@ -220,8 +222,28 @@ class LTXTestDeviceMemory:
         return {"ui": {"memory": [report]}}
 
 
+class LTXTestPatchedWeights:
+    CATEGORY = "testing"
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "name": ("STRING", {"default": "weights"})}}
+
+    def save(self, model, name):
+        import comfy.model_management as mm
+
+        mm.load_models_gpu([model], force_patch_weights=True)  # core writes its patches (LoRAs) into the weights
+        weights = {k: v.detach().cpu().clone() for k, v in model.model.diffusion_model.state_dict().items()}
+        torch.save(weights, os.path.join(folder_paths.get_output_directory(), f"{name}.pt"))
+        return {"ui": {"tensors": [name]}}
+
+
 NODE_CLASS_MAPPINGS = {
     "LTXTestSeedTorch": LTXTestSeedTorch,
+    "LTXTestPatchedWeights": LTXTestPatchedWeights,
     "LTXTestSaveTensor": LTXTestSaveTensor,
     "LTXTestLoadedModels": LTXTestLoadedModels,
     "LTXTestMemoryReport": LTXTestMemoryReport,

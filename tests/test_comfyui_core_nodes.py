@@ -16,9 +16,10 @@ from safetensors.torch import load_file, save_file
 
 from comfy_server import COMFYUI
 from comfy_written import CHECKPOINT, CHECKPOINT_4096, GGUF, SUBFOLDER, T5, T5_FP8, T5_FP8_SCALED, T5_FULL, VAE
-from ltx_core import load_text_encoder, load_transformer, load_vae, make_schedule, video_positions
+from ltx_core import apply_loras, load_text_encoder, load_transformer, load_vae, make_schedule, video_positions
 from ltx_core.media import read_video
-from tiny_comfy import CHECKPOINT_095
+from ltx_core.model.storage import linear_layers
+from tiny_comfy import CHECKPOINT_095, LORA, LORA_2
 
 pytestmark = pytest.mark.comfyui
 
@@ -159,6 +160,34 @@ def test_pack_loads_every_comfy_written_file(comfy_server, tmp_path):
         }
         save_file(dequantized, tmp_path / name)
         torch.testing.assert_close(encode(folder / name), encode(tmp_path / name), atol=1e-5, rtol=0)
+
+
+def test_core_lora_loader_patches_as_our_loras_merge(comfy_server):
+    """The tiny LoRA files (ComfyUI's key format) through core's LoraLoaderModelOnly onto core's model of
+    the ComfyUI-written checkpoint: core finds every key, and its patched weights equal our merged
+    W + ΔW (the same file through `apply_loras`) on every layer, the layers without LoRA untouched."""
+    strengths = {LORA: 0.8, LORA_2: -0.5}
+    prompt = {
+        "core_ckpt": node("CheckpointLoaderSimple", ckpt_name=MODEL),
+        "core_lora": node("LoraLoaderModelOnly", model=["core_ckpt", 0], lora_name=LORA, strength_model=0.8),
+        "core_lora_2": node("LoraLoaderModelOnly", model=["core_lora", 0], lora_name=LORA_2, strength_model=-0.5),
+        "weights": node("LTXTestPatchedWeights", model=["core_lora_2", 0], name="core_lora_weights"),
+    }
+    run(comfy_server, prompt)
+    assert "lora key not loaded" not in comfy_server.log()
+    patched = torch.load(comfy_server.base / "output" / "core_lora_weights.pt", weights_only=True)
+
+    models = comfy_server.base / "models"
+    transformer, _ = load_transformer(models / "checkpoints" / MODEL, dtype=torch.float32)
+    apply_loras(transformer, [(models / "loras" / name, strength) for name, strength in strengths.items()])
+    probe = torch.zeros(1)
+    ours = {k: v for k, v in transformer.state_dict().items() if not k.endswith(("lora_down", "lora_up"))}
+    merged = {f"{name}.weight": layer.weight_like(probe) for name, layer in linear_layers(transformer)}
+    assert set(patched) == set(ours)
+    changed = [k for k in merged if not torch.equal(merged[k], ours[k])]
+    assert len(changed) == 10  # the block's linear layers: attn1 and attn2 q, k, v, out; ff in and out
+    for key, value in {**ours, **merged}.items():
+        torch.testing.assert_close(patched[key].float(), value, atol=1e-6, rtol=1e-6, msg=key)
 
 
 # --- core → our sampler ----------------------------------------------------------------------------------

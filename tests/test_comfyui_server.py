@@ -8,6 +8,7 @@ Runs when COMFYUI_PATH names a ComfyUI checkout (see comfy_server.py); CI always
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 import time
@@ -16,16 +17,40 @@ from pathlib import Path
 import av
 import pytest
 import torch
+from safetensors.torch import save_file
 
 import comfy_written
 from comfy_server import COMFYUI, PACK_FOLDER
-from ltx_core import Conditioning, load_transformer, make_schedule, sample
+from ltx_core import (
+    Conditioning,
+    Models,
+    Settings,
+    apply_loras,
+    load_latent_upsampler,
+    load_text_encoder,
+    load_transformer,
+    load_vae,
+    make_schedule,
+    sample,
+    text_to_video,
+)
 from ltx_core.loading.release import detect_release
 from ltx_core.media import read_video, resize_and_crop
 from ltx_core.sampling.guidance import Guidance
 from ltx_core.sampling.noise import draw_noise, seeded_generator
 from test_workflows import NAMES, SMALL, expected_frames, load, shrink, ui_to_api
-from tiny_comfy import CHECKPOINT_095, VIDEO, VIDEO_FRAMES
+from tiny import tiny_lora
+from tiny_comfy import (
+    CHECKPOINT_095,
+    CHECKPOINT_DISTILLED,
+    LORA,
+    LORA_2,
+    SPATIAL_UPSCALER,
+    T5,
+    VIDEO,
+    VIDEO_FRAMES,
+    _transformer_tensors,
+)
 
 pytestmark = pytest.mark.comfyui
 
@@ -93,7 +118,7 @@ def spec_from_object_info(node: dict) -> dict:
 def test_nodes_are_registered_next_to_core(comfy_server):
     info = comfy_server.get("/object_info")
     ours = {k: v for k, v in info.items() if k.startswith("LTXPack")}
-    assert len(ours) == 12 and all(v["python_module"] == f"custom_nodes.{PACK_FOLDER}" for v in ours.values())
+    assert len(ours) == 15 and all(v["python_module"] == f"custom_nodes.{PACK_FOLDER}" for v in ours.values())
     assert {"EmptyLTXVLatentVideo", "LTXVImgToVideo", "LTXVScheduler", "CLIPLoader"} <= set(info)
     assert "IMPORT FAILED" not in comfy_server.log()
 
@@ -207,6 +232,89 @@ def test_release_workflows_sample_with_the_releases_settings(comfy_server, name,
     assert torch.equal(sampled, expected), (sampled - expected).abs().max()
     constant = redo(Guidance(guidance_scale=3.0), sigmas, stochastic)  # negative control: the old constant CFG
     assert (constant - sampled).abs().max() > 1e-3
+
+
+def test_multiscale_workflow_equals_the_core_pipeline(comfy_server):
+    """The multiscale workflow in a real ComfyUI (both samplers at their passes' own settings, LTX Latent
+    Upscale, core's Upscale Image) gives the frames of `text_to_video(…, Settings(multiscale=True))` on the
+    same files, to the last bit: 2B 0.9.8 distilled, 128×160 (first pass 64×96, second 128×192, resized)."""
+    ui, api = load("text_to_video_multiscale")
+    seed, width, height = 500, 128, 160
+    prompt = shrink(api)
+    prompt = _set(prompt, "1", model_name=CHECKPOINT_DISTILLED, release="0.9.8-distilled")
+    prompt = _set(_set(prompt, "3", max_tokens=256), "4", width=64, height=96, length=9)  # 2/3 of the size
+    prompt = _set(_set(prompt, "8", width=width, height=height), "7", steps=0)
+    prompt = _set(_set(prompt, "10", steps=0, seed=seed), "11", seed=seed)
+    prompt["save"] = {"class_type": "LTXTestSaveTensor", "inputs": {"value": ["8", 0], "name": "multiscale"}}
+    run = comfy_server.run(prompt, ui)
+    assert run.status == "success", json.dumps(run.history["status"], indent=1)[-4000:]
+    progress = {d["node"]: d["max"] for name, d in run.events if name == "progress"}
+    assert (progress["10"], progress["7"]) == (7, 3)  # the release's first and second pass
+    frames = _load_tensor(comfy_server, "multiscale")
+
+    models = comfy_server.base / "models"
+    path = models / "checkpoints" / CHECKPOINT_DISTILLED
+    release = detect_release(path, release="0.9.8-distilled")
+    transformer, _ = load_transformer(path, causal_temporal_positioning=release.causal_positions)
+    vae, _ = load_vae(path)
+    tokenizer = Path(COMFYUI) / "comfy" / "text_encoders" / "t5_tokenizer" / "tokenizer.json"
+    t5, _ = load_text_encoder(models / "text_encoders" / T5, tokenizer_path=tokenizer)
+    upsampler, _ = load_latent_upsampler(models / "latent_upscale_models" / SPATIAL_UPSCALER)
+    settings = Settings(width=width, height=height, frames=9, seed=seed, device="cpu", multiscale=True)
+    text = prompt["3"]["inputs"]
+    expected = text_to_video(
+        Models(transformer, vae, t5, release, upsampler), text["prompt"], text["negative_prompt"], settings
+    )
+    assert frames.shape == expected[0].shape == (9, height, width, 3)
+    assert torch.equal(frames, expected[0]), (frames - expected[0]).abs().max()
+
+
+def test_lora_branches_and_removal_in_one_comfyui(comfy_server):
+    """The LoRA workflow's loader feeding two LTX LoRA Loaders (two LoRAs) and a third sampler without
+    one, in one graph: each sampler's latents equal `ltx_core.sample` on the checkpoint with `apply_loras`
+    of its own LoRA (none for the third). The next prompt, without the LoRA nodes, samples the base model
+    with the loader served from ComfyUI's cache: the LoRAs are off without a reload."""
+    seed = 510
+    prompt = _set(shrink(load("text_to_video_lora")[1]), "10", seed=seed)
+    del prompt["11"], prompt["12"]  # decode and save: the latents are compared
+    prompt["6"] = {
+        "class_type": "LTXPackLoraLoader",
+        "inputs": {"model": ["1", 0], "lora_name": LORA_2, "strength": 0.7},
+    }
+    prompt["20"], prompt["30"] = _set(prompt, "10", model=["6", 0])["10"], _set(prompt, "10", model=["1", 0])["10"]
+    saved = {"lora_first": ["10", 0], "lora_second": ["20", 0], "lora_none": ["30", 0]}
+    saved |= {"lora_positive": ["3", 0], "lora_negative": ["3", 1]}
+    for name, value in saved.items():
+        prompt[f"save_{name}"] = {"class_type": "LTXTestSaveTensor", "inputs": {"value": value, "name": name}}
+    run = comfy_server.run(prompt)
+    assert run.status == "success", json.dumps(run.history["status"], indent=1)[-4000:]
+    assert {"6", "10", "20", "30"} <= run.executed()  # the loaders may come from earlier prompts
+    first, second, none = (_load_tensor(comfy_server, f"lora_{n}")["samples"] for n in ("first", "second", "none"))
+
+    (positive, extra), (negative, negative_extra) = (
+        _load_tensor(comfy_server, f"lora_{n}")[0] for n in ("positive", "negative")
+    )
+    text = Conditioning(positive, extra["attention_mask"], Conditioning(negative, negative_extra["attention_mask"]))
+    path = comfy_server.base / "models" / "checkpoints" / CHECKPOINT_095
+    transformer, _ = load_transformer(path, causal_temporal_positioning=True)  # 0.9.5: the causal fix
+    sigmas = make_schedule("linear_quadratic", SMALL["steps"], none[0, 0].numel())
+
+    def redo(loras: list[tuple[str, float]]) -> torch.Tensor:
+        apply_loras(transformer, [(comfy_server.base / "models" / "loras" / name, s) for name, s in loras])
+        generator = seeded_generator(seed)
+        noise = draw_noise(tuple(none.shape), generator)
+        with torch.inference_mode():
+            return sample(transformer, noise, sigmas, text, guidance_scale=3.0, generator=generator)
+
+    assert torch.equal(first, redo([(LORA, 1.0)])) and torch.equal(second, redo([(LORA_2, 0.7)]))
+    assert torch.equal(none, redo([])) and not torch.equal(first, none) and not torch.equal(second, none)
+
+    base = {k: v for k, v in prompt.items() if k in ("1", "2", "3", "4", "10")}
+    base = _set(base, "10", model=["1", 0], memory="default")  # the loader's memory mode: the same numbers
+    base["save"] = {"class_type": "LTXTestSaveTensor", "inputs": {"value": ["10", 0], "name": "lora_removed"}}
+    again = comfy_server.run(base)
+    assert again.status == "success" and "1" in again.cached() and "10" in again.executed()
+    assert torch.equal(_load_tensor(comfy_server, "lora_removed")["samples"], none)
 
 
 def test_guidance_node_custom_preset_reaches_the_sampler(comfy_server):
@@ -363,12 +471,22 @@ def stray_files(comfy_server):
         models / "checkpoints" / "ltx-video-2b-v0.9.1.safetensors", models / "text_encoders" / "ltx.safetensors"
     )
     shutil.copy(models / "text_encoders" / "t5xxl_fp16.safetensors", models / "checkpoints" / "t5.safetensors")
+    (models / "upscale_models").mkdir(exist_ok=True)  # core's image upscalers' folder, also listed for upsamplers
+    shutil.copy(models / "vae" / "ltx-video-2b-v0.9.1-vae.safetensors", models / "upscale_models" / "a_vae.safetensors")
+    shutil.copy(models / "latent_upscale_models" / SPATIAL_UPSCALER, models / "checkpoints" / "upscaler.safetensors")
     (models / "checkpoints" / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     _write_t5(models / "text_encoders" / "t5_wide.safetensors", width=48)
     data = (models / "checkpoints" / "ltx-video-2b-v0.9.1.safetensors").read_bytes()
     (models / "checkpoints" / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    shutil.copy(models / "checkpoints" / "ltx-video-2b-v0.9.1.safetensors", models / "loras" / "ltx.safetensors")
+    deeper = dataclasses.replace(_transformer_tensors()[0], num_layers=48)  # the tiny 13B's blocks
+    save_file(tiny_lora(deeper, 3), models / "loras" / "lora_13b.safetensors")
     yield
+    for path in ("loras/ltx.safetensors", "loras/lora_13b.safetensors"):
+        (models / path).unlink()
     for path in ("diffusion_models/a_vae.safetensors", "text_encoders/ltx.safetensors", "checkpoints/t5.safetensors"):
+        (models / path).unlink()
+    for path in ("upscale_models/a_vae.safetensors", "checkpoints/upscaler.safetensors"):
         (models / path).unlink()
     for path in ("text_encoders/t5_wide.safetensors",):
         (models / path).unlink()
@@ -426,7 +544,13 @@ REFUSED = [
     ("our model into core's KSampler", lambda: _core_ksampler(), ["model", "LTXPACK_MODEL", "MODEL"]),
     ("overlap below 1", lambda: _set(_extension(), "7", overlap=0), ["overlap", "smaller than min of 1"]),
     ("unknown node", lambda: {**small_t2v(), "99": {"class_type": "LTXPackNope", "inputs": {}}}, ["LTXPackNope"]),
+    ("unknown multiscale pass", lambda: _set(small_t2v(), "10", multiscale="third"), ["multiscale", "third"]),
+    ("adain_factor above 1", lambda: _set(_multiscale(), "6", adain_factor=2.0), ["adain_factor", "max of 1.0"]),
 ]
+
+
+def _multiscale() -> dict:
+    return shrink(load("text_to_video_multiscale")[1])
 
 
 def _dev_13b(**guidance) -> dict:
@@ -616,6 +740,36 @@ FAILED = [
         lambda: _set(shrink(load("text_to_video_distilled")[1]), "1", release="auto"),
         "LTXPackModelLoader",
         ["ltxv-2b-0.9.8-distilled.safetensors", "0.9.6-distilled or 0.9.8-distilled", "Choose the release in release"],
+    ),
+    (
+        "a VAE file as the upsampler",
+        lambda: _set(_multiscale(), "5", upsampler_name="a_vae.safetensors"),
+        "LTXPackUpsamplerLoader",
+        ["a_vae.safetensors", "an LTX-Video VAE", "expected an LTX-Video latent upsampler", "vae_name"],
+    ),
+    (
+        "an upsampler as the model",
+        lambda: _set(small_t2v(), "1", model_name="upscaler.safetensors"),
+        "LTXPackModelLoader",
+        ["upscaler.safetensors", "latent upsampler", "upsampler_name of the LTX Upsampler Loader (pack)"],
+    ),
+    (
+        "a checkpoint as a LoRA",
+        lambda: _set(shrink(load("text_to_video_lora")[1]), "5", lora_name="ltx.safetensors"),
+        "LTXPackLoraLoader",
+        ["ltx.safetensors", "is not a LoRA (its keys: ", "Choose a LoRA file from models/loras in lora_name"],
+    ),
+    (
+        "a LoRA for a deeper model",
+        lambda: _set(shrink(load("text_to_video_lora")[1]), "5", lora_name="lora_13b.safetensors"),
+        "LTXPackLoraLoader",
+        ["lora_13b.safetensors", "names blocks up to 47", "made for this model, LTX-Video 0.9.5 2B"],
+    ),
+    (
+        "a multiscale pass of a 0.9.1 model",
+        lambda: _set(small_t2v(), "10", multiscale="second pass"),
+        "LTXPackSampler",
+        ["multiscale second pass", "0.9.1 2B release has no multiscale recipe", "set multiscale to off"],
     ),
     (
         "saving outside the output folder",

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ltx_core import LTXVideoTransformer
-from ltx_core.model import fp8, layers, transformer
+from ltx_core.model import fp8, ops
 from ltx_core.model.fp8 import E4M3_MAX, Fp8Linear, quantize_linears, quantize_rows
 from tiny import random_state_dict, tiny_transformer_config
 
@@ -72,10 +72,10 @@ def test_fp8_path_shares_quantized_inputs_and_fuses_gelu(monkeypatch):
     quantize_linears(model)
     slow = model(*args)  # the expanded weights
     monkeypatch.setattr(fp8, "fp8_matmul_supported", lambda device: True)
-    monkeypatch.setattr(fp8, "fusion_enabled", lambda device_type: True)
+    monkeypatch.setattr(ops, "fusion_enabled", lambda device_type: True)
     inputs = []
-    from_rows = Fp8Linear.from_rows
-    monkeypatch.setattr(Fp8Linear, "from_rows", lambda self, rows, *a: inputs.append(rows) or from_rows(self, rows, *a))
+    from_prepared = Fp8Linear.from_prepared
+    monkeypatch.setattr(Fp8Linear, "from_prepared", lambda self, p, x: inputs.append(p[0]) or from_prepared(self, p, x))
     shared = model(*args)
     # per block, in order: q, k, v (one input), to_out, cross q, cross k, v (one input), to_out, both FF layers
     assert len(inputs) == 2 * 10
@@ -83,8 +83,8 @@ def test_fp8_path_shares_quantized_inputs_and_fuses_gelu(monkeypatch):
         assert len({id(t) for t in block[0:3]}) == 1 and len({id(t) for t in block[5:7]}) == 1
         assert len({id(t) for t in block}) == 7
 
-    monkeypatch.setattr(transformer, "project", lambda x, *linears: [linear(x) for linear in linears])
-    monkeypatch.setattr(layers.FeedForward, "forward", lambda self, x: self.net[2](self.net[0](x)))
+    monkeypatch.setattr(ops.FusedOps, "project", ops.Ops.project)  # each layer quantizes its input itself
+    monkeypatch.setattr(ops.FusedOps, "feed_forward", ops.Ops.feed_forward)  # GELU apart from the quantization
     separate = model(*args)
     assert torch.equal(shared, separate)
     relative = ((shared - slow).abs().mean() / slow.abs().mean()).item()

@@ -4,6 +4,7 @@ and every mistake in bad_invocations.py is explained before anything loads."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -12,12 +13,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from bad_invocations import BAD, applies, problems, run_in_process, write_fixtures
-from hub_server import DEFAULT_REPO, pointed_at, tiny_files, tiny_hub
+from hub_server import DEFAULT_REPO, pointed_at, serve, tiny_files, tiny_hub
 from ltx_core.generate import main
+from ltx_core.loading.safetensors import read_header
 from ltx_core.media import read_video
 from ltx_core.pipeline import Models, Settings, image_to_video, text_to_video, video_to_video
+from tiny import tiny_lora, write_tiny_checkpoints, write_tiny_upsampler
 
 SMALL = Settings(width=64, height=96, frames=9, steps=2, device="cpu")
 
@@ -164,6 +168,95 @@ def test_sampling_options_reach_the_sampler_and_are_named(files, tmp_path, monke
     assert "CFG-zero* off (--no-cfg-star)" in err and "stochastic sampling off (--no-stochastic)" in err
 
 
+def test_command_line_multiscale(tmp_path, capsys, monkeypatch):
+    """--multiscale: the release's two passes with the spatial upsampler between them, the mp4 at the size
+    asked for; without --upsampler the release's own is fetched from the Hub (and nothing else), and a
+    diffusers folder of it from a repository of its own."""
+    from ltx_core import generate
+
+    written = []  # the frames of each run (x264 itself does not encode noise-like frames repeatably)
+    write = generate.write
+    monkeypatch.setattr(generate, "write", lambda frames, *args: written.append(frames) or write(frames, *args))
+    made = write_tiny_checkpoints(tmp_path / "made", layout="0.9.5")
+    upsampler = write_tiny_upsampler(tmp_path / "upsampler.safetensors")
+    common = ["--prompt", "a fox", "--checkpoint", str(made["checkpoint"]), "--text-encoder", str(made["text_encoder"])]
+    common += ["--release", "0.9.8-distilled", "--width", "96", "--height", "64", "--frames", "9", "--device", "cpu"]
+    common += ["--dtype", "fp32", "--multiscale"]
+    out = tmp_path / "fox.mp4"
+    assert main([*common, "--upsampler", str(upsampler), "--output", str(out)]) == 0
+    assert read_video(out)[0].shape == (9, 64, 96, 3)
+    err = capsys.readouterr().err
+    assert "settings: multiscale: first pass at 32×32: 7 steps, noise levels 1/0.9937/" in err
+    assert "second pass at 64×64 from the upscaled latents: 3 steps" in err and "resized to 96×64" in err
+    assert "sampling 10/10" in err and "sampling 8/10" in err  # both passes, as one run
+
+    repo = tmp_path / "hub" / DEFAULT_REPO
+    repo.mkdir(parents=True)
+    shutil.copyfile(upsampler, repo / "ltxv-spatial-upscaler-0.9.8.safetensors")
+    (repo / "ltxv-spatial-upscaler-0.9.7.safetensors").write_bytes(b"not to be downloaded")
+    # the same upsampler as a diffusers repository (model_index.json, latent_upsampler/, vae/)
+    folder = tmp_path / "hub" / "Lightricks" / "ltxv-spatial-upscaler-0.9.8"
+    (folder / "latent_upsampler").mkdir(parents=True)
+    (folder / "vae").mkdir()
+    config = json.loads(read_header(upsampler).metadata["config"]) | {"_class_name": "LTXLatentUpsamplerModel"}
+    (folder / "latent_upsampler" / "config.json").write_text(json.dumps(config))
+    shutil.copyfile(upsampler, folder / "latent_upsampler" / "diffusion_pytorch_model.safetensors")
+    (folder / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(b"not to be downloaded")
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "LTXLatentUpsamplePipeline"}))
+    repos = {DEFAULT_REPO: repo, "Lightricks/ltxv-spatial-upscaler-0.9.8": folder}
+    with serve(repos) as hub, pointed_at(hub.url, tmp_path / "hf"):
+        assert main([*common, "--output", str(tmp_path / "hub.mp4")]) == 0  # the release's, by default
+        assert hub.downloaded() == ["ltxv-spatial-upscaler-0.9.8.safetensors"]
+        by_folder = ["--upsampler", "Lightricks/ltxv-spatial-upscaler-0.9.8", "--output", str(tmp_path / "dir.mp4")]
+        assert main([*common, *by_folder]) == 0
+        assert sorted(hub.downloaded()[1:]) == [
+            "latent_upsampler/config.json",
+            "latent_upsampler/diffusion_pytorch_model.safetensors",
+        ]
+    assert f"downloading {DEFAULT_REPO}/ltxv-spatial-upscaler-0.9.8.safetensors" in capsys.readouterr().err
+    assert len(written) == 3 and all(torch.equal(frames, written[0]) for frames in written)  # the same upsampler
+
+
+def test_command_line_loras_equal_apply_loras(files, tmp_path, monkeypatch, capsys):
+    """--lora FILE:STRENGTH (repeated) gives the frames of `apply_loras` on the same models, local or from
+    the Hub (a file, or a folder as diffusers saves one); none gives the frames without."""
+    from ltx_core import generate
+    from ltx_core.loading.transformer import inspect_transformer
+    from ltx_core.lora import apply_loras
+
+    written = []
+    write = generate.write
+    monkeypatch.setattr(generate, "write", lambda frames, *args: written.append(frames) or write(frames, *args))
+    config = inspect_transformer(files["checkpoint"]).config
+    style, motion = tmp_path / "style.safetensors", tmp_path / "motion.safetensors"
+    save_file(tiny_lora(config, 1), style)
+    save_file(tiny_lora(config, 2, rank=8, prefix="transformer."), motion)
+    models = ["--checkpoint", str(files["checkpoint"]), "--text-encoder", str(files["text_encoder"])]
+    common = ["--prompt", "a fox", *models, "--width", "64", "--height", "64", "--frames", "9", "--steps", "2"]
+    common += ["--device", "cpu", "--dtype", "fp32", "--seed", "3"]
+    loras = ["--lora", f"{style}:0.7", "--lora", str(motion)]
+    assert main([*common, *loras, "--output", str(tmp_path / "loras.mp4")]) == 0
+    assert "LoRAs: style.safetensors × 0.7, motion.safetensors × 1, on 280 layers" in capsys.readouterr().err
+    assert main([*common, "--output", str(tmp_path / "none.mp4")]) == 0
+
+    loaded = Models.load(files["checkpoint"], files["text_encoder"], dtype=torch.float32)
+    settings = Settings(width=64, height=64, frames=9, steps=2, seed=3, device="cpu")
+    apply_loras(loaded.transformer, [(style, 0.7), (motion, 1.0)])
+    assert torch.equal(written[0], text_to_video(loaded, "a fox", settings=settings)[0])
+    assert (written[0] - written[1]).abs().max() > 1e-2  # negative control: without the LoRAs
+
+    repo = tmp_path / "hub" / "someone" / "fox-loras"
+    (repo / "motion").mkdir(parents=True)
+    shutil.copyfile(style, repo / "style.safetensors")
+    shutil.copyfile(motion, repo / "motion" / "pytorch_lora_weights.safetensors")  # diffusers' folder layout
+    with serve({"someone/fox-loras": repo}) as hub, pointed_at(hub.url, tmp_path / "hf"):
+        from_hub = ["--lora", "someone/fox-loras/style.safetensors:0.7", "--lora", "hf://someone/fox-loras/motion"]
+        assert main([*common, *from_hub, "--output", str(tmp_path / "hub.mp4")]) == 0
+        assert sorted(hub.downloaded()) == ["motion/pytorch_lora_weights.safetensors", "style.safetensors"]
+    assert torch.equal(written[2], written[0])
+    assert "downloading someone/fox-loras/style.safetensors" in capsys.readouterr().err
+
+
 def test_default_release_comes_from_the_hub(tmp_path, capsys):
     """No model options: the default release is downloaded (the checkpoint file, text_encoder/ and the
     tokenizer/ beside it, nothing else of the repository) and cached; offline, the cache serves."""
@@ -239,6 +332,9 @@ def test_help_shows_every_option_its_default_and_what_is_required(capsys):
         "--stg-mode",
         "--stg-blocks",
         "--rescaling",
+        "--upsampler",
+        "--lora",
+        "--multiscale",
         "--cfg-star, --no-cfg-star",
         "--stochastic, --no-stochastic",
         "--seed",

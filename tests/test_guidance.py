@@ -269,7 +269,7 @@ def test_the_fused_query_key_kernel_still_runs_with_a_skip(monkeypatch):
         return q, k
 
     monkeypatch.setattr(kernels, "triton_available", lambda t: True)
-    monkeypatch.setattr(transformer, "qk_norm_rope", fake_kernel)
+    monkeypatch.setattr(kernels, "qk_norm_rope", fake_kernel)
     fusion.set_fusion(True, devices=("cpu",))
     try:
         attn = transformer.Attention(8, 2, 8, 1e-6)

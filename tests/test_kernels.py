@@ -316,7 +316,7 @@ def test_attention_uses_the_kernel_when_fusing(monkeypatch, enabled):
         return q, k
 
     monkeypatch.setattr(kernels, "triton_available", lambda t: True)
-    monkeypatch.setattr(transformer, "qk_norm_rope", fake_kernel)
+    monkeypatch.setattr(kernels, "qk_norm_rope", fake_kernel)
     fusion.set_fusion(enabled, devices=("cpu",))
     try:
         attn = transformer.Attention(8, 2, 8, 1e-6)
@@ -340,7 +340,7 @@ def test_vae_convolution_uses_the_kernel_when_fusing(monkeypatch, enabled):
         return convolution.pad_time(x, front, back)
 
     monkeypatch.setattr(kernels, "triton_available", lambda t: True)
-    monkeypatch.setattr(convolution, "norm_silu_pad_kernel", fake_kernel)
+    monkeypatch.setattr(kernels, "norm_silu_pad_kernel", fake_kernel)
     fusion.set_fusion(enabled, devices=("cpu",))
     try:
         conv = convolution.CausalConv3d(4, 4)
@@ -370,7 +370,7 @@ def test_a_failing_kernel_falls_back_to_the_plain_path(monkeypatch, caplog):
 
     monkeypatch.setattr(kernels, "triton_available", lambda t: True)
     monkeypatch.setattr(kernels, "_failed", [])
-    monkeypatch.setattr(convolution, "norm_silu_pad_kernel", broken)
+    monkeypatch.setattr(kernels, "norm_silu_pad_kernel", broken)
     monkeypatch.setattr(torch, "compile", lambda fn, **options: fn)  # the plain path, not compiled for the CPU
     fusion.set_fusion(True, devices=("cpu",))
     try:
@@ -393,7 +393,7 @@ def _conv_with_kernel(monkeypatch, kernel) -> tuple[torch.nn.Module, torch.Tenso
     """A VAE convolution whose fused prologue runs `kernel`, with fusion on for the CPU."""
     monkeypatch.setattr(kernels, "triton_available", lambda t: True)
     monkeypatch.setattr(kernels, "_failed", [])
-    monkeypatch.setattr(convolution, "norm_silu_pad_kernel", kernel)
+    monkeypatch.setattr(kernels, "norm_silu_pad_kernel", kernel)
     monkeypatch.setattr(torch, "compile", lambda fn, **options: fn)
     conv = convolution.CausalConv3d(4, 4)
     for p in conv.parameters():
@@ -475,7 +475,7 @@ def test_vae_tiling_retries_an_injected_out_of_memory_with_the_kernels_on(monkey
         return plain(x, bias, noise, noise_scale, shift, scale, front, back, space_mode, space)
 
     _conv_with_kernel(monkeypatch, kernel)
-    monkeypatch.setattr(blocks, "add_noise_and_skip_kernel", blocks._add_noise_and_skip.__wrapped__)
+    monkeypatch.setattr(kernels, "add_noise_and_skip_kernel", blocks._add_noise_and_skip.__wrapped__)
     fusion.set_fusion(True, devices=("cpu",))
     try:
         with torch.no_grad():

@@ -23,6 +23,8 @@ NAMES = [
     "video_extension",
     "text_to_video_distilled",
     "text_to_video_13b_dev",
+    "text_to_video_multiscale",
+    "text_to_video_lora",
 ]
 FRONTEND_ONLY = {"Note", "MarkdownNote"}  # virtual nodes: never sent to the server
 SMALL = {"width": 64, "height": 96, "length": 17, "steps": 2, "max_tokens": 16, "overlap": 9}
@@ -138,6 +140,11 @@ def run_prompt(prompt: dict, comfy, workflow: dict) -> dict:
             elif node["class_type"] == "GetVideoComponents":
                 frames, fps = read_video(inputs["video"])
                 outputs[node_id] = (frames, None, fps)
+            elif node["class_type"] == "ImageScale":  # bilinear, crop disabled: ComfyUI's common_upscale
+                assert (inputs["upscale_method"], inputs["crop"]) == ("bilinear", "disabled")
+                size = (inputs["height"], inputs["width"])
+                scaled = torch.nn.functional.interpolate(inputs["image"].movedim(-1, 1), size=size, mode="bilinear")
+                outputs[node_id] = (scaled.movedim(1, -1),)
             else:
                 cls = nodes.NODE_CLASS_MAPPINGS[node["class_type"]]
                 if "hidden" in cls.INPUT_TYPES():

@@ -255,6 +255,33 @@ def write_tiny_checkpoints(folder, layout: str = "0.9.1") -> dict[str, object]:
     return {"checkpoint": checkpoint, "text_encoder": text_encoder}
 
 
+def write_tiny_upsampler(
+    path, spatial: bool = True, temporal: bool = False, channels: int = TINY_LATENT, seed: int = 24
+):
+    """A tiny latent upsampler file as Lightricks releases them (the model's keys, the official
+    `LatentUpsampler.config()` as JSON under `config`) for latents of `channels`: 32 wide, one block per
+    stage. Returns the path."""
+    import dataclasses
+    import json
+
+    from safetensors.torch import save_file
+
+    from ltx_core import LatentUpsampler, LatentUpsamplerConfig
+
+    cfg = LatentUpsamplerConfig(
+        in_channels=channels,
+        mid_channels=32,
+        num_blocks_per_stage=1,
+        spatial_upsample=spatial,
+        temporal_upsample=temporal,
+    )
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in LatentUpsampler(cfg).state_dict().items()}
+    config = {"_class_name": "LatentUpsampler", **dataclasses.asdict(cfg)}
+    save_file(random_vae_state_dict(shapes, seed), path, metadata={"config": json.dumps(config)})
+    return path
+
+
 def diffusers_transformer(cfg: TransformerConfig):
     """diffusers' LTXVideoTransformer3DModel with the shape of `cfg`, in eval mode (random init)."""
     from diffusers import LTXVideoTransformer3DModel
@@ -302,3 +329,22 @@ def tiny_t5_config(vocab_size: int = 100):
         is_encoder_decoder=False,
         use_cache=False,
     )
+
+
+def tiny_lora(config: TransformerConfig, seed: int, rank: int = 4, prefix: str = "diffusion_model.") -> dict:
+    """A random LoRA on every linear layer of the transformer blocks of a model of `config`, in ComfyUI's
+    key format (`<prefix><module>.lora_down.weight`, `.lora_up.weight`, `.alpha`, as ComfyUI's LoRA
+    loader maps them onto `diffusion_model.*` weights), moving each layer's output by a few percent."""
+    from ltx_core import LTXVideoTransformer
+    from ltx_core.model.storage import linear_layers
+
+    with torch.device("meta"):
+        model = LTXVideoTransformer(config)
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, layer in linear_layers(model, "transformer_blocks."):
+        inputs, outputs = layer.in_features, layer.out_features
+        tensors[f"{prefix}{name}.lora_down.weight"] = torch.randn(rank, inputs, generator=gen) / inputs**0.5
+        tensors[f"{prefix}{name}.lora_up.weight"] = torch.randn(outputs, rank, generator=gen) * 0.2 / rank**0.5
+        tensors[f"{prefix}{name}.alpha"] = torch.tensor(float(rank) / 2)  # scale 0.5, so that alpha counts
+    return tensors

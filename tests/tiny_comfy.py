@@ -17,6 +17,7 @@ from tiny import (
     TINY_VAE_LAYOUTS,
     random_state_dict,
     random_vae_state_dict,
+    tiny_lora,
     tiny_t5_config,
     tiny_transformer_config,
     train_tiny_spiece,
@@ -28,9 +29,14 @@ CHECKPOINT_095 = "ltx-video-2b-v0.9.5.safetensors"  # 0.9.5 VAE layout + causal 
 CHECKPOINT_DISTILLED = "ltxv-2b-0.9.8-distilled.safetensors"
 CHECKPOINT_13B_DEV = "ltxv-13b-0.9.8-dev.safetensors"  # 48 narrow blocks stand in for the 13B model
 GGUF = "ltx-video-2b-v0.9.1-Q8_0.gguf"
+SPATIAL_UPSCALER = "ltxv-spatial-upscaler-0.9.8.safetensors"  # in models/latent_upscale_models
 VAE = "ltx-video-2b-v0.9.1-vae.safetensors"
 T5 = "t5xxl_fp16.safetensors"
 T5_FP8 = "t5xxl_fp8_e4m3fn.safetensors"
+# LoRAs for the 0.9.5 checkpoint's transformer in ComfyUI's key format (lora_down, lora_up, alpha), in
+# models/loras under the names of Lightricks' 2B 0.9.5 effect LoRAs
+LORA = "ltxv_095_cakeify_lora.safetensors"
+LORA_2 = "ltxv_095_squish_lora.safetensors"
 IMAGES = ("example.png", "first_frame.png", "last_frame.png")
 VIDEO = "example.mp4"  # the video extension workflow's input
 VIDEO_FRAMES, VIDEO_SIZE = 25, (56, 40)  # frames, (height, width): another shape than the workflows' videos
@@ -105,14 +111,31 @@ def write_single_file(path: Path, layers: int = 1, vae_layout: str = "0.9.1", **
     return path
 
 
-def write_comfy_models(models: Path) -> dict[str, Path]:
-    """checkpoints/, diffusion_models/, vae/ and text_encoders/ under `models`. The T5 files lie alone,
-    as users download them: the tokenizer comes from ComfyUI's bundled one."""
+def write_upsampler(path: Path, spatial: bool = True, temporal: bool = False, seed: int = 34) -> Path:
+    """A latent upsampler file as Lightricks ships them: the model's keys without a prefix, the official
+    `LatentUpsampler.config()` as JSON under `config`. 128 latent channels, narrow (32) and one block per stage."""
     from safetensors.torch import save_file
 
-    for folder in ("checkpoints", "diffusion_models", "vae", "text_encoders"):
+    from ltx_core import LatentUpsampler, LatentUpsamplerConfig
+
+    cfg = LatentUpsamplerConfig(
+        mid_channels=32, num_blocks_per_stage=1, spatial_upsample=spatial, temporal_upsample=temporal
+    )
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in LatentUpsampler(cfg).state_dict().items()}
+    config = {"_class_name": "LatentUpsampler", **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}}
+    save_file(random_vae_state_dict(shapes, seed), path, metadata={"config": json.dumps(config)})
+    return path
+
+
+def write_comfy_models(models: Path) -> dict[str, Path]:
+    """checkpoints/, diffusion_models/, vae/, text_encoders/, latent_upscale_models/ and loras/ under `models`. The
+    T5 files lie alone, as users download them: the tokenizer comes from ComfyUI's bundled one."""
+    from safetensors.torch import save_file
+
+    for folder in ("checkpoints", "diffusion_models", "vae", "text_encoders", "latent_upscale_models", "loras"):
         (models / folder).mkdir(parents=True, exist_ok=True)
-    _, transformer = _transformer_tensors()
+    config, transformer = _transformer_tensors()
     vae_metadata, vae = _vae_tensors()
     write_single_file(models / "checkpoints" / CHECKPOINT)
     write_single_file(models / "checkpoints" / CHECKPOINT_095, vae_layout="0.9.5")
@@ -125,6 +148,9 @@ def write_comfy_models(models: Path) -> dict[str, Path]:
     write_single_file(models / "checkpoints" / CHECKPOINT_13B_DEV, 48, "0.9.5", scheduler=SCHEDULER_095)
     save_file(vae, models / "vae" / VAE, metadata={"config": json.dumps({"vae": vae_metadata})})
     _write_gguf(models / "diffusion_models" / GGUF, transformer)
+    write_upsampler(models / "latent_upscale_models" / SPATIAL_UPSCALER)
+    save_file(tiny_lora(config, 35), models / "loras" / LORA)
+    save_file(tiny_lora(config, 36, rank=8), models / "loras" / LORA_2)
     t5 = _t5_tensors()
     save_file(t5, models / "text_encoders" / T5)
     fp8 = {k: v.to(torch.float8_e4m3fn) if v.ndim == 2 and k != "shared.weight" else v for k, v in t5.items()}

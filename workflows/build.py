@@ -25,6 +25,17 @@ CONTROL_VALUE = "fixed"  # the frontend's control_after_generate widget value st
 CORE_NODES: dict[str, dict[str, Any]] = {
     "LoadImage": {"inputs": [("image", "COMBO")], "outputs": [("IMAGE", "IMAGE"), ("MASK", "MASK")], "upload": True},
     "LoadVideo": {"inputs": [("file", "COMBO")], "outputs": [("VIDEO", "VIDEO")], "upload": True},
+    "ImageScale": {
+        "inputs": [
+            ("image", "IMAGE"),
+            ("upscale_method", "COMBO"),
+            ("width", "INT"),
+            ("height", "INT"),
+            ("crop", "COMBO"),
+        ],
+        "outputs": [("IMAGE", "IMAGE")],
+        "upload": False,
+    },
     "GetVideoComponents": {
         "inputs": [("video", "VIDEO")],
         "outputs": [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")],

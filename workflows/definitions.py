@@ -8,9 +8,11 @@ CHECKPOINT_095 = "ltx-video-2b-v0.9.5.safetensors"
 CHECKPOINT_DISTILLED = "ltxv-2b-0.9.8-distilled.safetensors"
 CHECKPOINT_13B_DEV = "ltxv-13b-0.9.8-dev.safetensors"
 GGUF = "ltx-video-2b-v0.9.1-Q8_0.gguf"
+SPATIAL_UPSCALER = "ltxv-spatial-upscaler-0.9.8.safetensors"
 VAE = "ltx-video-2b-v0.9.1-vae.safetensors"
 T5 = "t5xxl_fp16.safetensors"
 T5_FP8 = "t5xxl_fp8_e4m3fn.safetensors"
+LORA = "ltxv_095_cakeify_lora.safetensors"  # Lightricks' Cakeify effect LoRA, trained on 2B 0.9.5
 FROM_MODEL = "(from the model file)"
 PROMPT = (
     "A red fox trots across a misty forest clearing at dawn, golden light falling through the trees and soft "
@@ -27,12 +29,13 @@ SAMPLER_FIXED = (
 SAMPLER_RELEASE = "Sampler: steps 0 and guidance 0 run the release's own settings; other values override them."
 
 
-def files(checkpoint: str = CHECKPOINT, releases: str = "", sampler: str = SAMPLER_FIXED) -> str:
-    """The note's list of files, for a workflow that loads `checkpoint` (`releases`: which others do)."""
+def files(checkpoint: str = CHECKPOINT, releases: str = "", sampler: str = SAMPLER_FIXED, more: str = "") -> str:
+    """The note's list of files, for a workflow that loads `checkpoint` (`releases`: which others do;
+    `more`: lines of further files)."""
     return f"""Files (put them in ComfyUI's models folders, then press R in the editor to refresh the lists):
 - models/checkpoints/{checkpoint}  – from huggingface.co/Lightricks/LTX-Video (transformer + VAE in one file){releases}
 - models/text_encoders/{T5}  – from huggingface.co/comfyanonymous/flux_text_encoders (T5-XXL; ComfyUI's bundled
-  T5 tokenizer is used when no spiece.model / tokenizer.json lies beside it)
+  T5 tokenizer is used when no spiece.model / tokenizer.json lies beside it){more}
 Sizes: width and height multiples of 32, length 1 + 8·k frames. {sampler}"""
 
 
@@ -69,35 +72,45 @@ def _common(node, t5: str, prompt: str, model: dict, width: int, height: int, le
     ]
 
 
+def _sampler(latent: tuple, steps: int = 30, guidance: float = 3.0, **optional) -> dict:
+    """The values of an LTX Sampler (pack) over the loader (1) and the text encode node (3)."""
+    return {
+        "model": (1, 0),
+        "positive": (3, 0),
+        "negative": (3, 1),
+        "latent": latent,
+        "seed": 42,
+        "steps": steps,
+        "guidance": guidance,
+        "schedule": "auto",
+        "frame_rate": 25.0,
+        "denoise": 1.0,
+        "memory": "from loader",
+        "sampling": "auto",
+        "multiscale": "off",
+        **optional,
+    }
+
+
 def _tail(
-    node, latent: tuple, prefix: str, steps: int = 30, guidance: float = 3.0, images: tuple = (11, 0), **sampler
+    node,
+    latent: tuple,
+    prefix: str,
+    steps: int = 30,
+    guidance: float = 3.0,
+    images: tuple = (11, 0),
+    samples: tuple = (10, 0),
+    **sampler,
 ) -> list:
-    """Sampler (node 10), decode (11) and save (12); `sampler`: its optional inputs (e.g. guidance_settings)."""
+    """Sampler (node 10), decode (11) of `samples` and save (12) of `images`; `sampler`: the sampler's
+    optional inputs (e.g. guidance_settings)."""
     return [
-        node(
-            10,
-            "LTXPackSampler",
-            {
-                "model": (1, 0),
-                "positive": (3, 0),
-                "negative": (3, 1),
-                "latent": latent,
-                "seed": 42,
-                "steps": steps,
-                "guidance": guidance,
-                "schedule": "auto",
-                "frame_rate": 25.0,
-                "denoise": 1.0,
-                "memory": "from loader",
-                "sampling": "auto",
-                **sampler,
-            },
-        ),
+        node(10, "LTXPackSampler", _sampler(latent, steps, guidance, **sampler)),
         node(
             11,
             "LTXPackVAEDecode",
             {
-                "samples": (10, 0),
+                "samples": samples,
                 "vae": (1, 1),
                 "decode_timestep": 0.05,
                 "decode_noise_scale": 0.025,
@@ -236,6 +249,91 @@ def make(node, workflow) -> list:
             *_tail(node, (4, 0), "ltx/text_to_video_13b_dev", steps=0, guidance=0.0, guidance_settings=(5, 0)),
         ],
     )
+    multiscale = workflow(
+        "text_to_video_multiscale",
+        "LTX-Video multiscale text to video, Lightricks' recipe for large videos with 0.9.7+ models: the first\n"
+        "pass samples at 2/3 of the size (1216×704 → 800×448: each side × 2/3, rounded down to a multiple of 32),\n"
+        "LTX Latent Upscale doubles the latents (1600×896), the second pass refines them from part-way down the\n"
+        "noise levels, and the decoded frames are resized to the size asked for (Upscale Image, bilinear), as the\n"
+        "official pipeline does. Each sampler's multiscale input picks its pass of the release (with steps 0 and\n"
+        "guidance 0 its noise levels and guidance; 13B dev: 27 steps with CFG + STG, then 13 with STG only); the\n"
+        "second pass goes on with the first pass's random numbers, so its seed is not used. For another size set\n"
+        "the empty latent to 2/3 of it and Upscale Image to it. To condition on an image, chain LTX Image Condition\n"
+        "after the empty latent and again, with the same image, after LTX Latent Upscale: each pass encodes it at\n"
+        "its own size.\n\n"
+        + files(
+            CHECKPOINT_13B_DEV,
+            "\n  or ltxv-13b-0.9.8-distilled.safetensors (set the loader's release to 0.9.8-distilled: 7 + 3 steps), "
+            "or\n  ltxv-2b-0.9.8-distilled.safetensors (the same), or the 0.9.7 13B files",
+            SAMPLER_RELEASE,
+        )
+        + f"\n- models/latent_upscale_models/{SPATIAL_UPSCALER}  – from huggingface.co/Lightricks/LTX-Video (the\n"
+        "  spatial upscaler; the 0.9.7 one for 0.9.7 models; models/upscale_models works too)",
+        [
+            *_common(node, T5, PROMPT, {**full, "model_name": CHECKPOINT_13B_DEV}, 800, 448, 121, 256),
+            node(
+                5,
+                "LTXPackUpsamplerLoader",
+                {"upsampler_name": SPATIAL_UPSCALER, "dtype": "default", "device": "default"},
+            ),
+            node(
+                6,
+                "LTXPackLatentUpscale",
+                {
+                    "samples": (10, 0),
+                    "upsampler": (5, 0),
+                    "vae": (1, 1),
+                    "adain_factor": 1.0,
+                    "tone_map_compression": 0.0,
+                },
+            ),
+            node(7, "LTXPackSampler", _sampler((6, 0), 0, 0.0, multiscale="second pass")),
+            node(
+                8,
+                "ImageScale",
+                {"image": (11, 0), "upscale_method": "bilinear", "width": 1216, "height": 704, "crop": "disabled"},
+            ),
+            *_tail(
+                node,
+                (4, 0),
+                "ltx/text_to_video_multiscale",
+                0,
+                0.0,
+                images=(8, 0),
+                samples=(7, 0),
+                multiscale="first pass",
+            ),
+        ],
+    )
+    lora = workflow(
+        "text_to_video_lora",
+        "LTX-Video text to video with a LoRA: LTX LoRA Loader (pack) between the model loader and the sampler adds\n"
+        "the LoRA at a strength (1 as trained, 0 none, negative the opposite way); chain more LoRA loaders for a\n"
+        "stack. The sampler applies the stack to the loaded model as it samples: changing or removing LoRAs never\n"
+        "reloads the model, and the model loader's own output (or another branch) stays without them. A LoRA must\n"
+        "be made for the model's size and release (here 2B 0.9.5), with diffusers/PEFT (lora_A, lora_B) or ComfyUI\n"
+        "(lora_down, lora_up, alpha) keys. The one named here is Lightricks' Cakeify effect LoRA for 2B 0.9.5; its\n"
+        "prompts start with its trigger word, CAKEIFY.\n\n"
+        + files(
+            CHECKPOINT_095,
+            more=f"\n- models/loras/{LORA}  – from huggingface.co/Lightricks/LTX-Video-Cakeify-LoRA (or any LoRA\n"
+            "  for the loaded model: choose it in lora_name)",
+        ),
+        [
+            *_common(
+                node,
+                T5,
+                "CAKEIFY a person using a knife to cut a cake shaped like a red fox, on a wooden table in warm light.",
+                full_095,
+                768,
+                512,
+                97,
+                256,
+            ),
+            node(5, "LTXPackLoraLoader", {"model": (1, 0), "lora_name": LORA, "strength": 1.0}),
+            *_tail(node, (4, 0), "ltx/text_to_video_lora", model=(5, 0)),
+        ],
+    )
     low_vram = workflow(
         "low_vram",
         f"LTX-Video text to video on small GPUs: GGUF transformer and fp8 T5 streamed block by block, chunked VAE "
@@ -243,4 +341,4 @@ def make(node, workflow) -> list:
         f"{LOW_VRAM_FILES}",
         [*_common(node, T5_FP8, PROMPT, low, 768, 512, 97), *_tail(node, (4, 0), "ltx/low_vram")],
     )
-    return [t2v, i2v, keyframes, low_vram, extension, distilled, dev_13b]
+    return [t2v, i2v, keyframes, low_vram, extension, distilled, dev_13b, multiscale, lora]

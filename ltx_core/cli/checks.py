@@ -24,6 +24,7 @@ from .flags import SAMPLING_FLAGS, UsageError, parse_blocks, sampling_overrides
 
 if TYPE_CHECKING:
     from ..loading.release import Release
+    from ..multiscale import MultiscaleSettings
     from ..settings import ResolvedSettings, Settings
 
 # option → (attribute, valid?, the rule and what to do), checked when the option was given
@@ -102,6 +103,17 @@ def check_settings(args: argparse.Namespace) -> None:
         parse_blocks(args.stg_blocks)
     if args.image_strength is not None and args.image is None:
         raise UsageError("--image-strength is given without --image: add --image PICTURE, or leave it out")
+    if args.upsampler is not None and not args.multiscale:
+        raise UsageError(
+            "--upsampler is given without --multiscale: add --multiscale (the upsampler runs between its two "
+            "passes), or leave --upsampler out"
+        )
+    if args.multiscale and args.steps is not None:
+        raise UsageError(
+            f"--steps {args.steps}: with --multiscale each pass runs the release's own steps or noise levels (13B "
+            "dev: 30-step schedules, the first pass's last 3 and the second pass's first 17 skipped; distilled: 7 "
+            "and 3 fixed noise levels); leave --steps out, or leave --multiscale out"
+        )
     check_conditioning(args)
 
 
@@ -136,6 +148,11 @@ def check_conditioning(args: argparse.Namespace) -> None:
         raise UsageError(
             f"{' and '.join(given)} are given together: each is a different way to start, so give one of them "
             "(--image and --keyframe may be combined)"
+        )
+    if args.multiscale and args.video is not None:
+        raise UsageError(
+            "--multiscale and --video are given together: re-generating a video runs in one pass (the official "
+            "multi-scale pipeline cannot start from an input video); leave --multiscale out"
         )
     for text in args.keyframe or ():
         _, frame, strength = parse_keyframe(text)
@@ -234,28 +251,53 @@ def or_default(value: float | None, default: float) -> float:
 STG_BLOCK_EXAMPLES = {"2B": 19, "13B": 28}
 
 
-def check_sampling(settings: Settings, args: argparse.Namespace, release: Release, blocks: int) -> ResolvedSettings:
-    """The settings the run will use: the release's, with the sampling options over them, checked against
-    the release (STG switched on where its config names no block) and the model's `blocks` (read off the
-    checkpoint's header), each mistake in the options' words."""
+def check_multiscale(args: argparse.Namespace, release: Release) -> None:
+    """--multiscale against the release, before its upsampler is fetched: the release has the pipeline, and
+    the video is large enough for its first pass."""
+    from ..defaults import multiscale_releases
+    from ..multiscale import multiscale_sizes, undecided
+
+    if not release.defaults.multiscale:
+        raise UsageError(
+            f"--multiscale: LTX-Video {release} {release.size} has no multi-scale pipeline (the releases with one: "
+            f"{multiscale_releases()}); leave --multiscale out, or generate with a checkpoint of one of those"
+        )
+    if doubt := undecided(release):
+        raise UsageError(f"--multiscale: {doubt}; name the release with --release, e.g. --release {release.alike[-1]}")
+    try:
+        multiscale_sizes(args.width, args.height, release.defaults.downscale_factor)
+    except ValueError as error:
+        raise UsageError(f"--width {args.width} --height {args.height}: {error}") from error
+
+
+def check_sampling(
+    settings: Settings, args: argparse.Namespace, release: Release, blocks: int
+) -> ResolvedSettings | MultiscaleSettings:
+    """The settings the run will use: the release's (both passes with --multiscale), with the sampling
+    options over them, checked against the release (STG switched on where its config names no block) and
+    the model's `blocks` (read off the checkpoint's header), each mistake in the options' words."""
+    from ..multiscale import MultiscaleSettings, resolve_multiscale
     from ..settings import count_blocks, resolve_settings
 
     given = sampling_overrides(args)
     example = min(STG_BLOCK_EXAMPLES.get(release.size, 19), blocks - 1)
-    ranges = release.defaults.one_pass.guidance
-    if given.get("stg_scale") and "stg_blocks" not in given and not all(r.stg_skip_blocks for r in ranges):
-        empty = [r for r in ranges if not r.stg_skip_blocks]
-        where = "" if len(ranges) == 1 else f" from σ = {empty[0].from_sigma:g}"
-        raise UsageError(
-            f"--stg-scale {args.stg_scale:g}: LTX-Video {release}'s config names no block for STG to perturb{where}: "
-            f"add --stg-blocks, e.g. --stg-blocks {example}, or leave --stg-scale out"
-        )
+    defaults = release.defaults
+    passes = (defaults.first_pass, defaults.second_pass) if settings.multiscale else (defaults.one_pass,)
+    for ranges in (p.guidance for p in passes if p is not None):
+        if given.get("stg_scale") and "stg_blocks" not in given and not all(r.stg_skip_blocks for r in ranges):
+            empty = [r for r in ranges if not r.stg_skip_blocks]
+            where = "" if len(ranges) == 1 else f" from σ = {empty[0].from_sigma:g}"
+            raise UsageError(
+                f"--stg-scale {args.stg_scale:g}: LTX-Video {release}'s config names no block for STG to perturb"
+                f"{where}: add --stg-blocks, e.g. --stg-blocks {example}, or leave --stg-scale out"
+            )
     try:
-        run = resolve_settings(settings, release.defaults)
+        run = resolve_multiscale(settings, defaults) if settings.multiscale else resolve_settings(settings, defaults)
     except ValueError as error:
         flags = " ".join(SAMPLING_FLAGS[name][0] for name in given) or "the sampling options"
         raise UsageError(f"{flags}: {error}") from error
-    used = run.perturbed_blocks()
+    runs = (run.first, run.second) if isinstance(run, MultiscaleSettings) else (run,)
+    used = sorted({block for one in runs for block in one.perturbed_blocks()})
     if used and used[-1] >= blocks:
         have = count_blocks(blocks)
         if "stg_blocks" in given:

@@ -99,6 +99,20 @@ def _model_options(group: argparse._ArgumentGroup) -> None:
         help="T5 tokenizer: spiece.model, tokenizer.json or a folder (default: "
         f"the one beside the text encoder, else {DEFAULT_TOKENIZER})",
     )
+    group.add_argument(
+        "--upsampler",
+        help="spatial latent upsampler for --multiscale: a released file such as ltxv-spatial-upscaler-0.9.8"
+        ".safetensors or a diffusers folder (default: the release's, from "
+        f"{DEFAULT_REPO}: ltxv-spatial-upscaler-0.9.7.safetensors for 0.9.7, -0.9.8 for 0.9.8)",
+    )
+    group.add_argument(
+        "--lora",
+        action="append",
+        metavar="FILE[:STRENGTH]",
+        help="a LoRA for the transformer, made for --checkpoint's model (diffusers/PEFT or ComfyUI keys), at "
+        "STRENGTH (1 as trained, 0 none, negative the opposite way); repeatable: the LoRAs stack (default: "
+        "none; STRENGTH 1)",
+    )
 
 
 def _video_options(group: argparse._ArgumentGroup) -> None:
@@ -154,7 +168,14 @@ def _video_options(group: argparse._ArgumentGroup) -> None:
 
 
 def _guidance_options(group: argparse._ArgumentGroup) -> None:
-    """Steps and guidance: each left out takes the release's value."""
+    """Multi-scale, steps and guidance: each left out takes the release's value."""
+    group.add_argument(
+        "--multiscale",
+        action="store_true",
+        help="the release's two passes, as Lightricks' multi-scale pipeline (0.9.7 and later): sample at 2/3 of "
+        "the size, double the latents with the spatial upsampler (--upsampler), refine them with the release's "
+        "second pass, decode and resize to --width × --height (default: one pass at the size)",
+    )
     group.add_argument(
         "--steps",
         type=int,
@@ -226,6 +247,20 @@ def _run_options(group: argparse._ArgumentGroup) -> None:
         default="default",
         help="default: each model on the GPU whole while used; low_vram: T5 and transformer blocks streamed "
         "from CPU memory, tiled VAE decode (768×512×121 in under 8 GB of GPU memory) (default: %(default)s)",
+    )
+    group.add_argument(
+        "--cfg-parallel",
+        type=int,
+        metavar="N",
+        help="under torchrun (one process per GPU): each step's guidance branches (negative prompt, prompt, STG) "
+        "shared by N groups of processes (default: 2 when the number of processes is even, else 1)",
+    )
+    group.add_argument(
+        "--ulysses",
+        type=int,
+        metavar="N",
+        help="under torchrun: each branch's video tokens split over N processes, which exchange them around "
+        "self-attention (Ulysses); N must divide the model's 32 heads (default: processes / --cfg-parallel)",
     )
 
 

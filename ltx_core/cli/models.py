@@ -8,20 +8,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from ..hub import TOKENIZER_FILES, HubError, HubRef, Plan, check_space, describe, fetch, parse_ref, plan
+from ..hub import DEFAULT_REPO, TOKENIZER_FILES, HubError, HubRef, Plan, check_space, describe, fetch, parse_ref, plan
 from ..loading.detect import Component, diffusers_component_dir, find_components, is_gguf, require_component
 from ..loading.errors import CheckpointError
 from ..loading.gguf import read_gguf
 from ..loading.release import RELEASE_CHOICES, Release, detect_release
 from ..loading.safetensors import read_header
 from ..loading.transformer import inspect_transformer
+from ..loading.upsampler import inspect_latent_upsampler, require_spatial
+from ..loading.vae import inspect_vae
 from .checks import check_exists
 from .flags import DEFAULT_CHECKPOINT, DEFAULT_TEXT_ENCODER, DEFAULT_TOKENIZER, DTYPES, UsageError
 
@@ -52,6 +54,12 @@ MODEL_OPTIONS: dict[str, tuple[str, str]] = {
         "T5's spiece.model or tokenizer.json or a folder holding one, as a local path or a Hub reference such "
         f"as {DEFAULT_TOKENIZER}",
     ),
+    "upsampler": (
+        "--upsampler",
+        "a spatial latent upsampler (e.g. ltxv-spatial-upscaler-0.9.8.safetensors) or a diffusers folder of one, "
+        f"as a local path or a Hub reference such as {DEFAULT_REPO}/ltxv-spatial-upscaler-0.9.8.safetensors; or "
+        "leave --upsampler out to use the release's",
+    ),
 }
 # The core's advice (ltx_core.loading.errors.API_ADVICE) in this command's words: its flags.
 CLI_ADVICE = {
@@ -65,15 +73,17 @@ CLI_ADVICE = {
     "release": "name the release with --release, e.g. --release {example}",
     "matching_vae": "pass the VAE of the transformer's release as --vae (a VAE file, or that release's full "
     "checkpoint)",
+    "latent_upsampler": "pass it as --upsampler, with --multiscale",
 }
 
 
 DIFFUSERS_CLASSES = {"transformer": "LTXVideoTransformer3DModel", "vae": "AutoencoderKLLTXVideo"}
 
 
-def fetch_models(args: argparse.Namespace) -> dict[str, Path]:
+def fetch_models(args: argparse.Namespace, more: Sequence[Plan] = ()) -> dict[str, Path]:
     """Every model option as a local path. Local files are checked (headers only) first, then every
-    Hub reference is looked up, and only then is anything downloaded (and checked the same way)."""
+    Hub reference is looked up, and only then is anything downloaded (and checked the same way).
+    `more`: other planned downloads (--lora's), counted with these in the check for disk space."""
     refs: dict[str, HubRef | Path] = {}
     for role, (flag, what) in MODEL_OPTIONS.items():
         if (text := getattr(args, role)) is None:
@@ -93,7 +103,7 @@ def fetch_models(args: argparse.Namespace) -> dict[str, Path]:
         with about("tokenizer"):
             plans["tokenizer"] = plan(parse_ref(DEFAULT_TOKENIZER), "tokenizer")
     with about(None):
-        check_space(list(plans.values()))
+        check_space([*plans.values(), *more])
     paths = {role: ref for role, ref in refs.items() if isinstance(ref, Path)}
     for role, planned in plans.items():
         log.info(describe(planned))
@@ -187,6 +197,11 @@ def check_text_encoder(path: Path) -> None:
         raise CheckpointError(config, f"describes model_type {model_type!r}", "a T5 config (model_type 't5')")
 
 
+def check_upsampler(path: Path) -> None:
+    """A spatial latent upsampler, by its header or config (no weights)."""
+    require_spatial(inspect_latent_upsampler(path))
+
+
 def check_tokenizer(path: Path) -> None:
     """Opens spiece.model / tokenizer.json (small), which proves it is a tokenizer T5 can use."""
     from ..text.tokenizer import load_tokenizer
@@ -200,6 +215,7 @@ MODEL_CHECKS: dict[str, Callable[[Path], object]] = {
     "vae": lambda path: components(path, "vae"),
     "text_encoder": check_text_encoder,
     "tokenizer": check_tokenizer,
+    "upsampler": check_upsampler,
 }
 
 
@@ -216,6 +232,29 @@ def check_release(checkpoint: Path, vae: Path | None, choice: str, words: Mappin
             flag = f"--vae {vae}" if vae is not None else f"--checkpoint {checkpoint}"
             raise UsageError(f"{flag}: {reworded}") from error
         raise UsageError(f"--release {choice}: {reworded}") from error
+
+
+def fetch_upsampler(paths: dict[str, Path], args: argparse.Namespace, release: Release) -> None:
+    """For --multiscale: the release's spatial upsampler from the Hub unless --upsampler gave one (checked
+    like the other model files), into `paths`; then whether it fits the VAE's latent channels."""
+    if "upsampler" not in paths:
+        default = parse_ref(f"{DEFAULT_REPO}/{release.defaults.spatial_upscaler}")
+        log.info("the spatial upsampler of LTX-Video %s: %s", release, default)
+        with about("upsampler"):
+            planned = plan(default, "upsampler")
+            check_space([planned])
+            log.info(describe(planned))
+            paths["upsampler"] = fetch(planned)
+        check_model_file("upsampler", paths["upsampler"], args)
+    takes = inspect_latent_upsampler(paths["upsampler"]).config.in_channels
+    vae = paths.get("vae", paths["checkpoint"])
+    has = inspect_vae(vae).config.latent_channels
+    if takes != has:
+        flag = f"--vae {args.vae}" if "vae" in paths else f"--checkpoint {args.checkpoint}"
+        raise UsageError(
+            f"--upsampler {paths['upsampler']}: takes {takes} latent channels, but the VAE of {flag} has {has}; use "
+            "the spatial upsampler of the model's release (leave --upsampler out for the release's own)"
+        )
 
 
 def model_blocks(checkpoint: Path) -> int:
@@ -236,6 +275,7 @@ def load_models(paths: dict[str, Path], args: argparse.Namespace, release: Relea
             dtype=DTYPES.get(args.dtype, torch.bfloat16),
             fp8_matmul=args.dtype == "fp8_matmul",
             release=release,
+            upsampler=paths.get("upsampler"),
         )
     except CheckpointError as error:  # found only while reading the weights: a damaged or partial file
         raise UsageError(in_flags(error, paths)) from error

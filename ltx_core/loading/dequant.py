@@ -15,7 +15,8 @@ from enum import IntEnum
 
 import torch
 
-from ..model.fusion import fused
+from ..model.fusion import step
+from ..model.ops import FUSED, Ops
 
 QK_K = 256  # elements per K-quant super-block
 
@@ -207,8 +208,11 @@ def raw_size(qtype: GGMLType, shape: Sequence[int]) -> int:
     return math.prod(shape) // block_size * type_size
 
 
-def dequantize(raw: torch.Tensor, qtype: int, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Raw GGML bytes (uint8, any shape holding whole blocks) → a `dtype` tensor of `shape` on raw's device."""
+def dequantize(
+    raw: torch.Tensor, qtype: int, shape: Sequence[int], dtype: torch.dtype = torch.float32, ops: Ops = FUSED
+) -> torch.Tensor:
+    """Raw GGML bytes (uint8, any shape holding whole blocks) → a `dtype` tensor of `shape` on raw's
+    device, the blocks' arithmetic run by `ops` (compiled on CUDA by the default, fused ops)."""
     qtype = supported_type(qtype)
     type_size = KERNELS[qtype][1]
     expected = raw_size(qtype, shape)
@@ -217,10 +221,10 @@ def dequantize(raw: torch.Tensor, qtype: int, shape: Sequence[int], dtype: torch
             f"{qtype.name} data for shape {tuple(shape)} must be {expected} uint8 bytes, "
             f"got {raw.numel()} of {raw.dtype}. Pass the tensor's raw bytes as stored in the GGUF file."
         )
-    return _dequantize_blocks(raw.reshape(-1, type_size), qtype, dtype).reshape(shape)
+    return ops.run(_dequantize_blocks, raw.reshape(-1, type_size), qtype, dtype).reshape(shape)
 
 
-@fused
+@step
 def _dequantize_blocks(blocks: torch.Tensor, qtype: GGMLType, dtype: torch.dtype) -> torch.Tensor:
     """(n_blocks, type_size) uint8 → (n_blocks, block_size) `dtype`: one fused kernel on CUDA
     instead of one per step of the format, plain torch elsewhere."""

@@ -18,6 +18,8 @@ SENTINELS: dict[str, tuple[str, str]] = {
     "time_embed.emb.timestep_embedder.linear_1.weight": ("transformer", "diffusers"),
     "decoder.conv_in.conv.weight": ("vae", "original"),
     "encoder.block.0.layer.0.SelfAttention.q.weight": ("text_encoder", "t5"),
+    # the 0.9.7+ latent upsamplers (spatial and temporal), released files and diffusers folders alike
+    "post_upsample_res_blocks.0.conv1.weight": ("latent_upsampler", "original"),
 }
 
 # Prefixes under which single-file checkpoints store each component.
@@ -31,12 +33,14 @@ COMPONENT_NAMES = {
     "transformer": "an LTX-Video transformer",
     "vae": "an LTX-Video VAE",
     "text_encoder": "a T5 text encoder",
+    "latent_upsampler": "an LTX-Video latent upsampler",
 }
 
 EXAMPLES = {  # released files of each kind, for errors about files that hold none of them
     "transformer": "ltx-video-2b-v0.9.1.safetensors",
     "vae": "the VAE of ltx-video-2b-v0.9.1.safetensors",
     "text_encoder": "t5xxl_fp16.safetensors (T5 v1.1 XXL)",
+    "latent_upsampler": "ltxv-spatial-upscaler-0.9.8.safetensors",
 }
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 # holds that component (and not the one asked for); "missing_tokenizer": no T5 tokenizer was found
 # for a T5 model; "bad_tokenizer": the tokenizer found is unreadable or not T5's; "release": the
 # release cannot be read off the files, or the one named does not fit them; "matching_vae": the VAE is
-# of another release than the transformer.
+# of another release than the transformer; "latent_upsampler": the file is a 0.9.7+ latent upsampler.
 API_ADVICE: dict[str, str] = {
     "transformer": "load it with load_transformer()",
     "vae": "load it with load_vae()",
@@ -27,6 +27,7 @@ API_ADVICE: dict[str, str] = {
     "bad_tokenizer": "pass T5's own tokenizer (spiece.model or tokenizer.json of google/t5-v1_1-xxl) as tokenizer_path",
     "release": "name the release as release= (Models.load, detect_release)",
     "matching_vae": "pass the VAE of the transformer's release (vae= of Models.load, detect_release)",
+    "latent_upsampler": "load it with load_latent_upsampler() (or upsampler= of Models.load, for multiscale)",
 }
 
 

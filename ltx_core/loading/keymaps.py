@@ -47,6 +47,43 @@ def transformer_to_diffusers(state_dict: Mapping[str, T]) -> dict[str, T]:
     return {rename_segments(strip_prefix(k, TRANSFORMER_PREFIXES), inverse): v for k, v in state_dict.items()}
 
 
+# --- LoRA -----------------------------------------------------------------------------------------
+
+# A LoRA key is PREFIX + module + SUFFIX. Prefixes: ComfyUI's and Lightricks' `-comfyui` files
+# (original module names), diffusers' `save_lora_weights` (`transformer.`, diffusers module names),
+# a bare PEFT model, kohya-style `lora_unet_` with the module's dots written as underscores.
+LORA_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "base_model.model.", "lora_unet_")
+# Suffix → which factor it holds: `down` (rank, in) multiplies first, `up` (out, rank) second.
+LORA_FACTORS = {
+    ".lora_A.weight": "down",  # PEFT / diffusers
+    ".lora_B.weight": "up",
+    ".lora_down.weight": "down",  # kohya / ComfyUI
+    ".lora_up.weight": "up",
+}
+LORA_ALPHA = ".alpha"  # a scalar per module: the update is scaled by alpha / rank
+# Keys of LoRA variants this loader does not compute (their updates are not down·up).
+LORA_UNSUPPORTED = {
+    ".dora_scale": "DoRA",
+    ".lora_magnitude_vector": "DoRA",
+    ".lora_B.bias": "a LoRA bias",
+    ".hada_w1_a": "LoHa",
+    ".lokr_w1": "LoKr",
+    ".diff": "a full weight difference",
+    ".diff_b": "a bias difference",
+}
+# The diffusers safetensors metadata key that holds the PEFT LoraConfig (r, lora_alpha, patterns).
+LORA_PEFT_METADATA = "lora_adapter_metadata"
+
+
+def split_lora_key(key: str) -> tuple[str, str] | None:
+    """A LoRA key → (module name with any prefix stripped, suffix), or None if it ends in no
+    LoRA factor or alpha suffix."""
+    for suffix in (*LORA_FACTORS, LORA_ALPHA):
+        if key.endswith(suffix):
+            return strip_prefix(key[: -len(suffix)], LORA_PREFIXES), suffix
+    return None
+
+
 # --- VAE ------------------------------------------------------------------------------------------
 
 VAE_PREFIXES = ("vae.",)

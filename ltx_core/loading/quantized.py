@@ -2,7 +2,9 @@
 
 A GGUF model keeps ~4-8 bits per weight in memory (QuantizedLinear: GGML blocks), an fp8 T5 file
 8 bits (Fp8WeightLinear: float8 values and ComfyUI's per-tensor scale); each layer expands only its
-own weight, on the input's device and in the input's dtype, for the duration of one call.
+own weight, on the input's device and in the input's dtype, for the duration of one call (a LoRA is
+added into that expansion). Both are storages of model/storage.py; `swap_linears` and
+`swap_fp8_linears` put them in place of a model's built layers when it is loaded.
 """
 
 from __future__ import annotations
@@ -11,15 +13,15 @@ from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .dequant import dequantize
+from ..model.storage import StoredLinear, replace_linear
+from .dequant import GGMLType, dequantize
 from .gguf import QuantizedTensor
 from .materialize import CheckpointMismatchError
 
 
-class QuantizedLinear(nn.Module):
+class QuantizedLinear(StoredLinear):
     """y = x Wᵀ + b with W held as raw GGML bytes (a non-persistent buffer, so `.to(device)` moves it).
 
     The weight is not part of `state_dict()`; only the plain `bias` parameter is, so the rest of a
@@ -40,15 +42,17 @@ class QuantizedLinear(nn.Module):
         """The quantized weight, (out_features, in_features)."""
         return QuantizedTensor(self.weight_raw, self.qtype, torch.Size((self.out_features, self.in_features)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (..., in_features) → (..., out_features), computed in x's dtype on x's device."""
+    def dense_weight(self, x: torch.Tensor) -> torch.Tensor:
+        """The GGML blocks dequantized on x's device into x's dtype (compiled there by fused ops)."""
         raw = self.weight_raw.to(x.device, non_blocking=True)
-        weight = dequantize(raw, self.qtype, (self.out_features, self.in_features), x.dtype)
-        bias = None if self.bias is None else self.bias.to(device=x.device, dtype=x.dtype)
-        return F.linear(x, weight, bias)
+        return dequantize(raw, self.qtype, (self.out_features, self.in_features), x.dtype, self.ops)
 
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, qtype={self.qtype.name}"
+    def holds_compute_dtype(self, dtype: torch.dtype) -> bool:
+        """F32 blocks are float32 values as they are: dequantized to float32 they are the stored bytes."""
+        return self.qtype == GGMLType.F32 and dtype == torch.float32
+
+    def storage_name(self) -> str:
+        return f"GGUF {self.qtype.name} (dequantized per call)"
 
 
 def swap_linears(
@@ -92,8 +96,7 @@ def _swap(
             found = f"{key} has shape {tuple(weight.shape)}, expected {tuple(module.weight.shape)}"
             raise CheckpointMismatchError(type(model).__name__, [found])
         del rest[key]
-        parent, _, child = name.rpartition(".")
-        model.get_submodule(parent).register_module(child, replacement)
+        replace_linear(model, name, replacement)
     return rest
 
 
@@ -114,7 +117,7 @@ class Fp8Weight(NamedTuple):
         return (self.values.to(torch.float32) * self.scale.to(self.values.device, torch.float32)).to(dtype)
 
 
-class Fp8WeightLinear(nn.Module):
+class Fp8WeightLinear(StoredLinear):
     """y = x Wᵀ + b with W stored in float8 (times a per-tensor scale, for ComfyUI's "scaled" files),
     expanded to x's dtype per call: half the memory of bf16 weights, and the same numbers as weights
     expanded at load (the same float32 product, rounded once).
@@ -137,15 +140,12 @@ class Fp8WeightLinear(nn.Module):
     def weight(self) -> Fp8Weight:
         return Fp8Weight(self.weight_fp8, self.weight_scale)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (..., in_features) → (..., out_features), computed in x's dtype on x's device."""
-        weight = Fp8Weight(self.weight_fp8.to(x.device, non_blocking=True), self.weight_scale).dequantize(x.dtype)
-        bias = None if self.bias is None else self.bias.to(device=x.device, dtype=x.dtype)
-        return F.linear(x, weight, bias)
+    def dense_weight(self, x: torch.Tensor) -> torch.Tensor:
+        return Fp8Weight(self.weight_fp8.to(x.device, non_blocking=True), self.weight_scale).dequantize(x.dtype)
 
-    def extra_repr(self) -> str:
+    def storage_name(self) -> str:
         scaled = "scaled" if self.weight_scale is not None else "unscaled"
-        return f"in_features={self.in_features}, out_features={self.out_features}, {self.weight_fp8.dtype} {scaled}"
+        return f"{str(self.weight_fp8.dtype).removeprefix('torch.')} {scaled} (expanded per call)"
 
 
 def swap_fp8_linears(

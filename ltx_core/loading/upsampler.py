@@ -36,6 +36,10 @@ from .safetensors import SafetensorsHeader, load_tensors, read_header
 EXPECTED = "an LTX-Video latent upsampler such as ltxv-spatial-upscaler-0.9.7.safetensors"
 COMPLETE = "the complete weights of one LTX-Video latent upsampler (a damaged file? download it again)"
 AGREE = "an upsampler whose weights and config agree (a damaged or edited file? download it again)"
+SPATIAL = (
+    "a spatial latent upsampler such as ltxv-spatial-upscaler-0.9.8.safetensors (the multi-scale pipeline "
+    "doubles height and width between its passes)"
+)
 SENTINELS = ("initial_conv.weight", "final_conv.weight")  # present in every upsampler, whatever its kind
 # Class names a config may carry: the official LatentUpsampler and diffusers' LTXLatentUpsamplerModel.
 CLASS_NAMES = ("LatentUpsampler", "LTXLatentUpsamplerModel")
@@ -103,6 +107,27 @@ def _from_diffusers(path: Path) -> tuple[list[SafetensorsHeader], Detected]:
     return headers, Detected(path, "diffusers folder", cfg.kind, main_dtype(headers[0]), cfg)
 
 
+def _inspect(path: Path) -> tuple[list[SafetensorsHeader], Detected]:
+    if not path.exists():
+        raise CheckpointError(path, "does not exist", "an upsampler file or a diffusers folder")
+    return _from_diffusers(path) if path.is_dir() else _from_safetensors(path)
+
+
+def inspect_latent_upsampler(path: str | Path) -> Detected:
+    """What `load_latent_upsampler` would load from `path`, from its header or config alone (no weights
+    are read): its format, kind (`Detected.release`: "spatial ×2", …) and config. CheckpointError for a
+    file that is no upsampler (advice: where it belongs) or whose config and tensors disagree."""
+    return _inspect(Path(path))[1]
+
+
+def require_spatial(detected: Detected) -> None:
+    """A CheckpointError unless `detected` is a spatial ×2 upsampler, the kind the multi-scale pipeline
+    runs between its passes."""
+    cfg = detected.config
+    if (cfg.spatial_upsample, cfg.temporal_upsample) != (True, False):
+        raise CheckpointError(detected.path, f"is a {cfg.kind} latent upsampler", SPATIAL)
+
+
 def load_latent_upsampler(
     path: str | Path, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
 ) -> tuple[LatentUpsampler, Detected]:
@@ -112,9 +137,7 @@ def load_latent_upsampler(
     path = Path(path)
     if dtype in FP8_DTYPES:
         raise ValueError(f"{dtype} storage is for the transformer; load the upsampler in bfloat16, float16 or float32")
-    if not path.exists():
-        raise CheckpointError(path, "does not exist", "an upsampler file or a diffusers folder")
-    headers, detected = _from_diffusers(path) if path.is_dir() else _from_safetensors(path)
+    headers, detected = _inspect(path)
     tensors = load_tensors(headers, lambda key: key, dtype=dtype)
     try:
         model = LatentUpsampler.from_state_dict(detected.config, tensors, device=device)

@@ -6,16 +6,32 @@ they hold); their forward then runs the fp8 product on a GPU that has one and, e
 weights expanded to the activation dtype. It is an opt-in speed mode: on an H100 a forward of the 2B
 model at 768×512×121 takes 91 ms instead of 110 ms, and its output moves from bf16 by 4.4 % of its
 mean magnitude, against 1.0 % between bf16 and diffusers' bf16 (benchmarks/compare.py).
+
+A LoRA is merged, not applied at use: adding x·Aᵀ·Bᵀ to each output costs two products over every
+token (13 GFLOP per 2048-wide layer at rank 128, 1.2–1.35× the forward on an H200), so while a LoRA
+is set each layer keeps beside W an e4m3 copy of W + ΔW, requantized per output channel from the
+untouched W, and multiplies by that. The copy costs one byte per weight of the LoRA'd layers (1.9 GB
+for LoRAs on every block layer of the 2B model); removing the LoRA drops it and W is as loaded.
+Its values are rounded stochastically (`requantize_channels`), as ComfyUI rounds fp8 weights it
+patches with a LoRA (comfy/float.py): W is already on the e4m3 grid, so rounding W + ΔW to the
+nearest value would give W back wherever ΔW is under half a step, and drop much of a weak LoRA (41 %
+of one whose ΔW is 1.5 % of W, tests/test_lora.py); rounded stochastically every ΔW counts in full on
+average, at the price of more rounding noise (per weight, at most √3× the error of rounding to the
+nearest): a model with LoRAs is 1.5–2.3× as far from its float32 self as the fp8 rounding puts the base
+model, against 1.0–1.1× for weights expanded per call (tests/test_lora.py).
 """
 
 from __future__ import annotations
+
+import zlib
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fusion import fused, fusion_enabled, raise_if_out_of_memory
-from .kernels import kernel_or_none, kernels_usable, quantize_rows_kernel
+from .fusion import raise_if_out_of_memory, step
+from .ops import FUSED
+from .storage import StoredLinear, linear_layers, replace_linear
 
 E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
 
@@ -28,35 +44,87 @@ def fp8_matmul_supported(device: torch.device) -> bool:
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(M, K) → e4m3 values and (M, 1) float32 scales with x ≈ values · scale, row by row (one pass
     over x on CUDA)."""
-    quantized = kernel_or_none(lambda: quantize_rows_kernel(x)) if kernels_usable(x) else None
-    return _quantize_rows(x) if quantized is None else quantized
+    return FUSED.run(_quantize_rows, x)
 
 
 def gelu_quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`quantize_rows` of GELU(tanh)(x), in one pass on CUDA: the feed-forward's hidden activations
     go from the first product to the second as e4m3, never written out in their own dtype."""
-    quantized = kernel_or_none(lambda: quantize_rows_kernel(x, gelu=True)) if kernels_usable(x) else None
-    return _gelu_quantize_rows(x) if quantized is None else quantized
+    return FUSED.run(_gelu_quantize_rows, x)
 
 
-@fused
+@step
 def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12) / E4M3_MAX
     return (x.float() / scale).to(torch.float8_e4m3fn), scale
 
 
-@fused
+@step
 def _gelu_quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _quantize_rows.__wrapped__(F.gelu(x.float(), approximate="tanh"))
 
 
-def project(x: torch.Tensor, *linears: nn.Module) -> list[torch.Tensor]:
-    """x through each of `linears` (an attention's q, k, v): when all are Fp8Linear on the fp8 path,
-    x is quantized once for all of them."""
-    if all(isinstance(linear, Fp8Linear) for linear in linears) and linears[0].fast(x):
-        rows, row_scale = quantize_rows(x.reshape(-1, x.shape[-1]))
-        return [linear.from_rows(rows, row_scale, x) for linear in linears]
-    return [linear(x) for linear in linears]
+def quantize_channels(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, in) float → e4m3 values and (out,) float32 scales with weight ≈ values · scale, row by
+    row, each value rounded to the nearest."""
+    w = weight.float()
+    scale = w.abs().amax(dim=1).clamp(min=1e-12) / E4M3_MAX  # (out,)
+    return (w / scale[:, None]).to(torch.float8_e4m3fn), scale
+
+
+def requantize_channels(
+    weight: torch.Tensor, scale: torch.Tensor, noise: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A float32 (out, in) weight (consumed) that was `values · scale` before a change, in e4m3 again:
+    each row keeps its scale where that still covers it, else takes it times the least power of two that
+    does, so that every old value stays on the grid (e4m3 values times 2^k are e4m3 values; a float
+    format is as precise at any scale). Each value is rounded stochastically to one of its two e4m3
+    neighbours, with the probabilities that make its expectation the value itself (drawn from `noise`,
+    a generator on weight's device), or to the nearest with None. Returns values and (out,) scales."""
+    needed = weight.abs().amax(dim=1) / (E4M3_MAX * scale)  # (out,)
+    scale = scale * torch.exp2(torch.ceil(torch.log2(needed)).clamp(min=0))
+    y = weight.div_(scale[:, None]).clamp_(-E4M3_MAX, E4M3_MAX)  # the clamp: log2's rounding at 2^k
+    if noise is None:
+        return y.to(torch.float8_e4m3fn), scale
+    _, exponent = torch.frexp(y)  # |y| = m · 2^exponent, 0.5 ≤ m < 1
+    # e4m3 keeps 3 mantissa bits: steps of 2^(e − 3) in [2^e, 2^(e+1)), and of 2^-9 below 2^-6 (subnormals)
+    step = torch.exp2(exponent.sub_(1).clamp_(min=-6).sub_(3).float())
+    steps = y.div_(step)
+    low = steps.floor()
+    up = torch.rand(y.shape, generator=noise, device=y.device).lt_(steps.sub_(low))  # P(up) = the fraction
+    y = low.add_(up).mul_(step)  # a multiple of its step: exact in e4m3, at most 448
+    return y.to(torch.float8_e4m3fn), scale
+
+
+MERGE_CHUNK = 2**24  # weights requantized at once: ~0.4 GB of float32 temporaries at most
+
+
+def merge_requantized(
+    values: torch.Tensor, scale: torch.Tensor, up: torch.Tensor, down: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """e4m3 W (out, in) with per-channel `scale`, plus ΔW = up (out, R) · down (R, in): W + ΔW formed in
+    float32 and requantized per channel (`requantize_channels`), on values' device. Computed on the GPU
+    where there is one, a few rows at a time; the noise is seeded by W's first row, so that a layer gets
+    the same copy every time it gets the same LoRAs, and layers of one shape (q, k, v) no common noise."""
+    home = values.device
+    device = torch.device("cuda") if home.type == "cpu" and torch.cuda.is_available() else home
+    noise = torch.Generator(device).manual_seed(zlib.crc32(values[0].view(torch.uint8).cpu().numpy().tobytes()))
+    down = down.to(device, torch.float32)
+    new_values, new_scale = torch.empty_like(values), torch.empty_like(scale)
+    rows = max(1, MERGE_CHUNK // values.shape[1])
+    for start in range(0, values.shape[0], rows):
+        part = slice(start, start + rows)
+        old_scale = scale[part].to(device)
+        merged = values[part].to(device).float().mul_(old_scale[:, None])
+        merged.addmm_(up[part].to(device, torch.float32), down)
+        part_values, part_scale = requantize_channels(merged, old_scale, noise)
+        new_values[part], new_scale[part] = part_values.to(home), part_scale.to(home)
+    return new_values, new_scale
+
+
+def _expand(values: torch.Tensor, scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """e4m3 values times their per-channel scales, in x's dtype on x's device."""
+    return (values.to(x.device).float() * scale.to(x.device)[:, None]).to(x.dtype)
 
 
 _bias_in_epilogue = [True]  # cleared if this build of torch refuses a bias with row-wise scales
@@ -75,37 +143,60 @@ def _scaled_mm(
     return out if bias is None else out + bias
 
 
-class Fp8Linear(nn.Module):
-    """y = x Wᵀ + b with W held as e4m3 (out, in) and a float32 scale per output channel."""
+class Fp8Linear(StoredLinear):
+    """y = x Wᵀ + b with W held as e4m3 (out, in) and a float32 scale per output channel. With fused
+    ops on an fp8 GPU, x is quantized per row and multiplied on fp8 tensor cores; otherwise W is
+    expanded to x's dtype. While a LoRA is set, both multiply by `lora_weight` (W + ΔW requantized, with
+    its own `lora_weight_scale`) instead of W (see the module docstring)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
-        w = weight.detach().float()
-        scale = w.abs().amax(dim=1).clamp(min=1e-12) / E4M3_MAX  # (out,)
-        self.register_buffer("weight", (w / scale[:, None]).to(torch.float8_e4m3fn))
+        values, scale = quantize_channels(weight.detach())
+        self.register_buffer("weight", values)
         self.register_buffer("weight_scale", scale)
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.register_buffer("lora_weight", None, persistent=False)  # e4m3 (out, in), while a LoRA is set
+        self.register_buffer("lora_weight_scale", None, persistent=False)  # (out,)
         self.out_features, self.in_features = weight.shape
 
-    def fast(self, x: torch.Tensor) -> bool:
-        """Whether x goes through the fp8 product (fusion on and an fp8 GPU), not the expanded weights."""
-        return fusion_enabled(x.device.type) and fp8_matmul_supported(x.device)
+    def dense_weight(self, x: torch.Tensor) -> torch.Tensor:
+        return _expand(self.weight, self.weight_scale, x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast(x):
-            return self.from_rows(*quantize_rows(x.reshape(-1, self.in_features)), x)
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        weight = (self.weight.float() * self.weight_scale[:, None]).to(x.dtype)
-        return F.linear(x, weight, bias)
+    def weight_like(self, x: torch.Tensor) -> torch.Tensor:
+        """The e4m3 weight multiplied (W, or W + ΔW requantized while a LoRA is set) in x's dtype."""
+        return _expand(*self._in_use(), x)
 
-    def from_rows(self, rows: torch.Tensor, row_scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The fp8 product of x already quantized by `quantize_rows` (rows, row_scale) → x's shape and dtype."""
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        out = _scaled_mm(rows, self.weight.t(), row_scale, self.weight_scale[None, :], bias, x.dtype)
+    def set_lora(self, down: torch.Tensor | None, up: torch.Tensor | None) -> None:
+        """Install a LoRA stack and build the requantized W + ΔW from the untouched W; or remove both."""
+        super().set_lora(down, up)
+        merged = (None, None) if down is None else merge_requantized(self.weight, self.weight_scale, up, down)
+        self.lora_weight, self.lora_weight_scale = merged
+
+    def lora_mode(self, dtype: torch.dtype) -> str | None:
+        return None if self.lora_up is None else "merged into a requantized fp8 copy"
+
+    def _in_use(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The e4m3 values and per-channel scales every product uses."""
+        if self.lora_weight is None:
+            return self.weight, self.weight_scale
+        return self.lora_weight, self.lora_weight_scale
+
+    def storage_name(self) -> str:
+        return "fp8 matmul (e4m3, per-channel scales)"
+
+    def prepares_input(self, x: torch.Tensor) -> bool:
+        """The fp8 product: fused ops (fusion on for x's device) and an fp8 GPU."""
+        return self.ops.fp8_matmul(x) and fp8_matmul_supported(x.device)
+
+    def prepare(self, x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (..., in) → its rows quantized to e4m3 and their float32 scales (of GELU(x) with `gelu`)."""
+        return self.ops.run(_gelu_quantize_rows if gelu else _quantize_rows, x.reshape(-1, x.shape[-1]))
+
+    def from_prepared(self, prepared: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        rows, row_scale = prepared
+        values, scale = self._in_use()
+        out = _scaled_mm(rows, values.t(), row_scale, scale[None, :], self.bias_like(x), x.dtype)
         return out.reshape(*x.shape[:-1], self.out_features)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, fp8 e4m3 per channel"
 
 
 def quantize_linears(model: nn.Module, under: str = "transformer_blocks.") -> int:
@@ -113,11 +204,12 @@ def quantize_linears(model: nn.Module, under: str = "transformer_blocks.") -> in
     Plain nn.Linear layers are converted from the dtype they hold; GGUF layers (QuantizedLinear: any
     layer whose `weight` has `dequantize()`) are expanded from their GGML blocks to float32 one at a
     time and requantized, so their memory becomes ~1 byte per weight (less than Q8_0's 1.06, more
-    than Q4's ~0.56). The dimensions must be multiples of 16 (those of every released LTX-Video
-    model are). Raises if there is nothing to convert."""
+    than Q4's ~0.56). LoRA stacks stay with their layers (merged into requantized copies from then on). The
+    dimensions must be multiples of 16 (those of every released LTX-Video model are). Raises if
+    there is nothing to convert."""
     count = 0
-    for name, module in list(model.named_modules()):
-        weight = _float_weight(module) if name.startswith(under) else None
+    for name, module in linear_layers(model, under):
+        weight = _float_weight(module)
         if weight is None:
             continue
         out_features, in_features = weight.shape
@@ -126,8 +218,7 @@ def quantize_linears(model: nn.Module, under: str = "transformer_blocks.") -> in
                 f"{name} is {in_features}→{out_features}; fp8 matmuls need multiples of 16: "
                 "load this model with another weight dtype"
             )
-        parent, _, child = name.rpartition(".")
-        model.get_submodule(parent).register_module(child, Fp8Linear(weight, module.bias))
+        replace_linear(model, name, Fp8Linear(weight, module.bias))
         count += 1
     if count == 0:
         raise ValueError(

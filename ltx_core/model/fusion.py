@@ -1,13 +1,15 @@
-"""Elementwise work (the transformer's norms, adaLN modulation and residuals; the VAE's skips and
-unfolds; fp8 quantization) fused into single kernels by torch.compile, on CUDA only.
+"""Elementwise steps and their compiled form: the switch (`set_fusion`) and the compiler wrapper
+(`fused`) behind the ops of `model.ops`.
 
-Every fused function is plain torch and runs as written on the CPU (and wherever compilation is
-off or unavailable), which is what the parity tests check. On CUDA its first call compiles it, so
-the first forward and the first decode take a few seconds longer (benchmarks/README.md has the
-measured first-call times). If compiling fails (no Triton, say), a warning is logged once and the
-plain function runs. The hand-written Triton kernels of `kernels` follow the same switch. Running out
-of memory is not such a failure: it propagates (`raise_if_out_of_memory`), to the caller that can
-free memory or retry smaller (the VAE's automatic tiling), and the fast path stays on.
+A step (`@step`: the transformer's norms, adaLN modulation and residuals; the VAE's skips and
+unfolds; fp8 quantization; GGUF dequantization) is plain torch and runs as written when called; a
+model runs it through its ops (`ops.run(step, *args)`), which may compile it here (torch.compile,
+on CUDA only) or hand it to a Triton kernel (`kernels`). The CPU runs the plain form, which is what
+the parity tests check. On CUDA a compiled step's first call compiles it, so the first forward and
+the first decode take a few seconds longer (benchmarks/README.md has the measured first-call times).
+If compiling fails (no Triton, say), a warning is logged once and the plain function runs. Running
+out of memory is not such a failure: it propagates (`raise_if_out_of_memory`), to the caller that
+can free memory or retry smaller (the VAE's automatic tiling), and the fast path stays on.
 """
 
 from __future__ import annotations
@@ -80,3 +82,23 @@ def fused(fn: F) -> F:
             return fn(*args)
 
     return run  # type: ignore[return-value]
+
+
+class Step:
+    """A piece of elementwise work written in plain torch (see the module docstring). Calling it runs
+    it as written; `compiled` is its torch.compile'd form (compiled on first use on a fusing device)."""
+
+    def __init__(self, fn: Callable[..., object]) -> None:
+        functools.update_wrapper(self, fn)  # __wrapped__, __name__, __doc__
+        self.compiled = fused(fn)
+
+    def __call__(self, *args: object) -> object:
+        return self.__wrapped__(*args)
+
+    def __repr__(self) -> str:
+        return f"<step {self.__module__}.{self.__qualname__}>"
+
+
+def step(fn: Callable[..., object]) -> Step:
+    """Mark `fn` as an elementwise step that a model's ops may compile or replace by a kernel."""
+    return Step(fn)

@@ -8,8 +8,10 @@ for work that torch.compile splits into several passes over memory:
 - `add_noise_and_skip_kernel`: the residual sum that ends a VAE res block, in one pass.
 - `quantize_rows_kernel`: fp8 row quantization (optionally of GELU(x)) reading each row once.
 
-Triton is imported on the first call that needs it; without Triton (or with a broken one) the
-callers keep their plain path (`kernels_usable`). Inference only: the kernels have no backward.
+Each kernel stands in for a plain step of a model file (`kernel_table`), and only the fused ops of
+`model.ops` call it, in place of that step. Triton is imported on the first call that needs it;
+without Triton (or with a broken one) the ops keep the step's compiled or plain form
+(`kernels_usable`). Inference only: the kernels have no backward.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TypeVar
 
 import torch
 
-from .fusion import fusion_enabled, raise_if_out_of_memory
+from .fusion import Step, fusion_enabled, raise_if_out_of_memory
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,6 +40,11 @@ def _kernels() -> ModuleType | None:
     except Exception:  # not installed, or broken
         return None
     return triton_kernels
+
+
+def triton_importable() -> bool:
+    """Whether Triton (and so the kernels) can be imported here."""
+    return _kernels() is not None
 
 
 def triton_available(t: torch.Tensor) -> bool:
@@ -218,3 +226,61 @@ def quantize_rows_kernel(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Ten
         x, values, scales, cols, e4m3_max, GELU=gelu, BLOCK=block, num_warps=max(1, min(16, block // 512))
     )
     return values, scales
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A kernel standing in for a step: `run` takes the step's arguments; `fits` says whether it can
+    take these particular ones (None: any)."""
+
+    run: Callable[..., object]
+    fits: Callable[..., bool] | None = None
+
+
+@functools.cache
+def kernel_table() -> dict[Step, Kernel]:
+    """Every step that has a hand-written kernel → that kernel (read by the fused ops, model/ops.py).
+    The steps are imported here, on first use, because the model files that define them import the ops."""
+    from .fp8 import _gelu_quantize_rows, _quantize_rows
+    from .transformer import rms_norm_rope_qk
+    from .vae.blocks import _add_noise_and_skip
+    from .vae.convolution import _norm_silu_pad
+
+    return {
+        rms_norm_rope_qk: Kernel(_run_qk_norm_rope),
+        _norm_silu_pad: Kernel(_run_norm_silu_pad, _pads_at_most_one_pixel),
+        _add_noise_and_skip: Kernel(_run_add_noise_and_skip),
+        _quantize_rows: Kernel(_run_quantize_rows, _rows_fit),
+        _gelu_quantize_rows: Kernel(_run_gelu_quantize_rows, _rows_fit),
+    }
+
+
+# Each kernel called with its step's arguments (the names are looked up per call, so a test can
+# stand a fake in for a kernel).
+def _run_qk_norm_rope(*args: object) -> tuple[torch.Tensor, torch.Tensor]:
+    return qk_norm_rope(*args)
+
+
+def _run_norm_silu_pad(x, bias, noise, noise_scale, shift, scale, front, back, space_mode, space, eps):  # noqa: ANN001, ANN202
+    return norm_silu_pad_kernel(x, bias, noise, noise_scale, shift, scale, front, back, eps, space, space_mode)
+
+
+def _pads_at_most_one_pixel(x: torch.Tensor, *args: object) -> bool:
+    space = args[8]  # the kernel pads 1 pixel, of an image at least 2×2
+    return space <= 1 and min(x.shape[-2:]) > space
+
+
+def _run_add_noise_and_skip(*args: object) -> torch.Tensor:
+    return add_noise_and_skip_kernel(*args)
+
+
+def _run_quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return quantize_rows_kernel(x)
+
+
+def _run_gelu_quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return quantize_rows_kernel(x, gelu=True)
+
+
+def _rows_fit(x: torch.Tensor) -> bool:
+    return x.shape[-1] <= 16384

@@ -1,4 +1,6 @@
-"""Building blocks of the transformer, named after the checkpoint keys they own."""
+"""Building blocks of the transformer, named after the checkpoint keys they own. Linear layers are
+`storage.Linear` (swapped for another storage at load); the feed-forward computes with its model's
+ops (model/ops.py)."""
 
 from __future__ import annotations
 
@@ -8,21 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fp8 import Fp8Linear, gelu_quantize_rows
-from .fusion import fusion_enabled
+from .ops import UsesOps
+from .storage import Linear
 
 TIMESTEP_EMBEDDING_DIM = 256
-
-
-class Linear(nn.Linear):
-    """nn.Linear whose weight may be stored narrower than the activations (fp8): cast per call."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.weight, self.bias
-        if weight.dtype != x.dtype:
-            weight = weight.to(x.dtype)
-            bias = None if bias is None else bias.to(x.dtype)
-        return F.linear(x, weight, bias)
 
 
 class RMSNorm(nn.Module):
@@ -88,22 +79,16 @@ class CaptionProjection(nn.Module):
         return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
 
 
-class _GeluProjection(nn.Module):
+class _GeluProjection(UsesOps, nn.Module):
     def __init__(self, dim: int, inner_dim: int) -> None:
         super().__init__()
         self.proj = Linear(dim, inner_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        proj = self.proj
-        if x.is_cuda and fusion_enabled("cuda") and type(proj) is Linear and proj.weight.dtype == x.dtype:
-            # GELU(tanh) in the matmul's epilogue (cuBLASLt): the 4×-wide activation is written once
-            # and never re-read (on the CPU this op computes the erf GELU, hence CUDA only)
-            flat = torch._addmm_activation(proj.bias, x.flatten(0, -2), proj.weight.t(), use_gelu=True)
-            return flat.unflatten(0, x.shape[:-1])
-        return F.gelu(proj(x), approximate="tanh")
+        return self.ops.gelu_linear(self.proj, x)  # GELU(tanh)(proj(x))
 
 
-class FeedForward(nn.Module):
+class FeedForward(UsesOps, nn.Module):
     """Linear → GELU(tanh) → Linear, keyed `net.0.proj` and `net.2` as in the checkpoints."""
 
     def __init__(self, dim: int, inner_dim: int) -> None:
@@ -112,8 +97,5 @@ class FeedForward(nn.Module):
         self.net = nn.ModuleList([_GeluProjection(dim, inner_dim), nn.Identity(), Linear(inner_dim, dim)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net[2]
-        if isinstance(out, Fp8Linear) and out.fast(x):  # GELU and the second product's quantization in one pass
-            hidden = self.net[0].proj(x)
-            return out.from_rows(*gelu_quantize_rows(hidden.reshape(-1, hidden.shape[-1])), hidden)
-        return out(self.net[0](x))
+        """(B, N, D) → (B, N, D) through the 4×-wide hidden activations."""
+        return self.ops.feed_forward(self.net[0].proj, self.net[2], x)

@@ -1,4 +1,7 @@
-"""The LTX-Video diffusion transformer (DiT with adaLN-single, 3D RoPE and text cross-attention)."""
+"""The LTX-Video diffusion transformer (DiT with adaLN-single, 3D RoPE and text cross-attention).
+
+What is computed, in plain torch; how (kernels, compiled steps, fp8 products, weight storage, LoRA)
+comes from the model's ops (model/ops.py) and its layers' storage (model/storage.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +14,10 @@ from torch import nn
 
 from ..config import TransformerConfig
 from ..loading.materialize import DtypeChoice, materialize
-from .attention import attention, text_mask_bias
-from .fp8 import project
-from .fusion import fused
-from .kernels import kernel_or_none, kernels_usable, qk_norm_rope
+from .attention import text_mask_bias
+from .fusion import step
 from .layers import AdaLNSingle, CaptionProjection, FeedForward, Linear, RMSNorm
+from .ops import UsesOps
 from .rope import apply_rope, rope_tables
 
 # Spatio-temporal guidance (STG) runs some batch samples through a weakened model: in chosen blocks their
@@ -53,7 +55,7 @@ class SkipLayers:
         return torch.where(self.samples.to(out.device)[:, None, None], replacement, out)
 
 
-class Attention(nn.Module):
+class Attention(UsesOps, nn.Module):
     """Self-attention (with RoPE) or cross-attention (context given) with RMS-normed queries and keys."""
 
     def __init__(self, dim: int, heads: int, context_dim: int, qk_norm_eps: float) -> None:
@@ -76,30 +78,23 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """x: (B, N, D); context: (B, L, C) or None for self-attention → (B, N, D). skip: the STG
         perturbation of this layer (an attention mode of SKIPPED_ATTENTION), or None."""
+        ops = self.ops
         if context is None:
-            q, k, v = project(x, self.to_q, self.to_k, self.to_v)
+            q, k, v = ops.project(x, self.to_q, self.to_k, self.to_v)
         else:
-            q, (k, v) = self.to_q(x), project(context, self.to_k, self.to_v)
+            q, (k, v) = self.to_q(x), ops.project(context, self.to_k, self.to_v)
         if rope is None:
             q, k = self.q_norm(q), self.k_norm(k)
         else:
-            normed = None
-            if kernels_usable(q):
-                qk_args = (q, k, self.q_norm.weight, self.k_norm.weight, self.q_norm.eps, *rope)
-                normed = kernel_or_none(lambda: qk_norm_rope(*qk_args))
-            if normed is None:
-                normed = (
-                    rms_norm_rope(q, self.q_norm.weight, self.q_norm.eps, *rope),
-                    rms_norm_rope(k, self.k_norm.weight, self.k_norm.eps, *rope),
-                )
-            q, k = normed
-        out = attention(q, k, v, self.heads, bias)  # (B, N, D)
+            q, k = ops.run(rms_norm_rope_qk, q, k, self.q_norm.weight, self.k_norm.weight, self.q_norm.eps, *rope)
+        attend = ops.attention if context is None else ops.cross_attention
+        out = attend(q, k, v, self.heads, bias)  # (B, N, D)
         if skip is not None:
             out = skip.replace(out, SKIPPED_ATTENTION[skip.mode](x, v))
         return self.to_out[0](out)
 
 
-class TransformerBlock(nn.Module):
+class TransformerBlock(UsesOps, nn.Module):
     """adaLN-modulated self-attention, ungated cross-attention, adaLN-modulated feed-forward."""
 
     def __init__(self, config: TransformerConfig) -> None:
@@ -125,18 +120,17 @@ class TransformerBlock(nn.Module):
 
         The six modulation vectors are, in order: shift, scale, gate of the attention branch, then of
         the feed-forward branch (index 0 … 5 into table + modulation)."""
-        table, eps = self.scale_shift_table, self.norm_eps
+        table, eps, run = self.scale_shift_table, self.norm_eps, self.ops.run
         attn_skip = skip if skip is not None and skip.mode in SKIPPED_ATTENTION else None
-        attended = self.attn1(modulated_rms_norm(x, table, modulation, 0, eps), rope=rope, skip=attn_skip)
-        out = gated_residual(x, attended, table, modulation, 2)
-        out, normed = add_then_modulated_rms_norm(
-            out, self.attn2(out, context=context, bias=context_bias), table, modulation, eps
-        )
-        out = gated_residual(out, self.ff(normed), table, modulation, 5)
+        attended = self.attn1(run(modulated_rms_norm, x, table, modulation, 0, eps), rope=rope, skip=attn_skip)
+        out = run(gated_residual, x, attended, table, modulation, 2)
+        cross = self.attn2(out, context=context, bias=context_bias)
+        out, normed = run(add_then_modulated_rms_norm, out, cross, table, modulation, eps)
+        out = run(gated_residual, out, self.ff(normed), table, modulation, 5)
         return skip.replace(out, x) if skip is not None and skip.mode == "transformer_block" else out
 
 
-@fused
+@step
 def modulated_rms_norm(
     x: torch.Tensor, table: torch.Tensor, modulation: torch.Tensor, index: int, eps: float
 ) -> torch.Tensor:
@@ -147,7 +141,7 @@ def modulated_rms_norm(
     return F.rms_norm(x, (x.shape[-1],), eps=eps) * (1 + scale) + shift
 
 
-@fused
+@step
 def add_then_modulated_rms_norm(
     x: torch.Tensor, branch: torch.Tensor, table: torch.Tensor, modulation: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,7 +151,7 @@ def add_then_modulated_rms_norm(
     return x, modulated_rms_norm.__wrapped__(x, table, modulation, 3, eps)
 
 
-@fused
+@step
 def gated_residual(
     x: torch.Tensor, branch: torch.Tensor, table: torch.Tensor, modulation: torch.Tensor, index: int
 ) -> torch.Tensor:
@@ -165,12 +159,25 @@ def gated_residual(
     return x + (table[index] + modulation[:, :, index]) * branch
 
 
-@fused
 def rms_norm_rope(
     x: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor, sin: torch.Tensor
 ) -> torch.Tensor:
     """The query/key path: RMSNorm with a learned weight over the full vector, then RoPE."""
     return apply_rope(F.rms_norm(x, (x.shape[-1],), weight, eps), cos, sin)
+
+
+@step
+def rms_norm_rope_qk(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    q_weight: torch.Tensor,
+    k_weight: torch.Tensor,
+    eps: float,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`rms_norm_rope` of the queries and of the keys of self-attention, each with its norm weight."""
+    return rms_norm_rope(q, q_weight, eps, cos, sin), rms_norm_rope(k, k_weight, eps, cos, sin)
 
 
 class LTXVideoTransformer(nn.Module):

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from ..model.patchify import from_tokens
 from ..model.transformer import LTXVideoTransformer, SkipLayers
+from ..parallel.denoise import parallel_forward
+from ..parallel.layout import Parallel
 from ..text.encoder import Conditioning
 from .conditioning import FrameCondition
 from .guidance import BRANCH_PROMPTS, Guidance, StepGuidance
@@ -53,9 +56,12 @@ def _guided_velocity(
     prompts: dict[str, tuple[torch.Tensor, torch.Tensor]],
     positions: torch.Tensor,
     step: StepGuidance,
+    parallel: Parallel | None = None,
 ) -> torch.Tensor:
     """One model call on x (B, N, C) at token_sigma (B, N) or (B, 1) for all of the step's branches
-    (negative prompt, positive prompt, perturbed: up to 3B samples), combined by `step`."""
+    (negative prompt, positive prompt, perturbed: up to 3B samples), combined by `step`. With `parallel`
+    the call's rows and tokens are split over processes, and every process gets every velocity back."""
+    call = model if parallel is None else partial(parallel_forward, parallel, model)
     branches, b = step.branches, x.shape[0]
     n = len(branches)
     sigma = token_sigma[:, 0] if token_sigma.shape[1] == 1 else token_sigma  # (B,): no per-token modulation
@@ -65,9 +71,9 @@ def _guided_velocity(
     if "perturbed" in branches:  # the last B samples run with the step's blocks skipped
         perturbed = torch.arange(n * b, device=x.device) >= (n - 1) * b
         skip = SkipLayers(step.stg_mode, frozenset(step.skip_blocks), perturbed)
-        velocity = model(x_in, sigma_in, context, context_mask, positions, skip=skip)
+        velocity = call(x_in, sigma_in, context, context_mask, positions, skip=skip)
     else:
-        velocity = model(x_in, sigma_in, context, context_mask, positions)
+        velocity = call(x_in, sigma_in, context, context_mask, positions)
     return step.combine(dict(zip(branches, velocity.float().chunk(n), strict=True)))  # (B, N, C)
 
 
@@ -110,6 +116,7 @@ def sample(
     cond_noise_scale: float = 0.0,
     generator: torch.Generator | None = None,
     on_step: StepCallback | None = None,
+    parallel: Parallel | None = None,
 ) -> torch.Tensor:
     """Denoise `noise` (B, 128, F, H, W) along `sigmas` (steps + 1 values ending in 0).
 
@@ -124,7 +131,9 @@ def sample(
     for video-to-video (mixed with the noise at sigmas[0]). cond_noise_scale: re-noise strength-1
     conditions by this·σ² each step (official ≥0.9.5 default 0.15). generator: a CPU generator for the
     appended tokens' noise, the re-noising and the stochastic steps' noise (default: seeded with 0); pass
-    the one that drew `noise` to reproduce the references.
+    the one that drew `noise` to reproduce the references. parallel: split each step's model call over
+    the processes of a `torch.distributed` group (ltx_core.parallel: CFG-parallel rows, Ulysses tokens);
+    every process calls sample() with the same arguments and gets the same latents.
     Returns normalised latents (B, 128, F, H, W) in float32; appended tokens are dropped.
     """
     if noise.ndim != 5 or noise.shape[1] != model.config.in_channels:
@@ -163,7 +172,7 @@ def sample(
         if renoise:
             x = renoise_hard_conditions(x, state, sigmas[i], cond_noise_scale, generator)
         token_sigma = rule.noise_level(sigmas[i], state.strength)  # (B, N), or (B, 1) without conditions
-        velocity = _guided_velocity(model, x, token_sigma, prompts, state.positions, plan[i])
+        velocity = _guided_velocity(model, x, token_sigma, prompts, state.positions, plan[i], parallel)
         if on_step is not None:
             denoised = x - token_sigma[..., None] * velocity  # x0 = x − σ·v
             on_step(i, steps, from_tokens(denoised[:, state.appended :], f, h, w))

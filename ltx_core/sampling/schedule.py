@@ -104,6 +104,19 @@ def partial_schedule(make: Callable[[int], torch.Tensor], steps: int, denoise: f
     return make(max(steps, round(steps / denoise)))[-(steps + 1) :]
 
 
+def skip_steps(sigmas: torch.Tensor, initial: int = 0, final: int = 0) -> torch.Tensor:
+    """A schedule (steps + 1 noise levels ending in 0) without its first `initial` and last `final`
+    steps, as the official pipeline's `skip_initial_inference_steps` / `skip_final_inference_steps` cut
+    its timesteps: the last step kept still goes to 0 (a pass that stops early ends on its clean
+    estimate), and a pass that starts late starts at the first level kept."""
+    steps = sigmas.numel() - 1
+    if initial < 0 or final < 0 or initial + final >= steps:
+        raise ValueError(
+            f"cannot skip {initial} initial and {final} final steps of {steps}: both must be ≥ 0 and leave a step"
+        )
+    return torch.cat([sigmas[initial : steps - final], sigmas.new_zeros(1)])
+
+
 # schedule name → (steps, latent tokens) → sigmas; the names are what defaults and nodes refer to
 SCHEDULES: dict[str, Callable[[int, int], torch.Tensor]] = {
     "shifted": lambda steps, tokens: shifted_sigmas(steps, tokens),

@@ -12,7 +12,8 @@ from ...config import VAEConfig
 from ...loading.keymaps import vae_state_dict
 from ...loading.materialize import materialize
 from ...types import VAE_SPATIAL_SCALE, VAE_TEMPORAL_SCALE, check_video_shape
-from ..fusion import fused
+from .. import fusion
+from ..ops import UsesOps
 from .blocks import DECODER_BUILDERS, ENCODER_BUILDERS, BuildContext, NoiseField, ResBlock3D, ResStage, TimeEmbedder
 from .convolution import CausalConv3d, Prologue, conv_layout, patchify, per_channel, unpatchify
 from .decoder_stream import Step
@@ -63,7 +64,7 @@ class Encoder(nn.Module):
         return x[:, :-1], x[:, -1:]
 
 
-class Decoder(nn.Module):
+class Decoder(UsesOps, nn.Module):
     """conv_in → up_blocks (the block list reversed) → PixelNorm → [adaLN] → SiLU → conv_out → unpatchify."""
 
     def __init__(self, config: VAEConfig) -> None:
@@ -125,12 +126,12 @@ class Decoder(nn.Module):
 
         def out(x: torch.Tensor) -> torch.Tensor:
             x = self.conv_out(x, Prologue(shift=shift, scale=scale), add_bias=False)  # (B, 3·p², T, H/4, W/4)
-            return add_bias_and_unpatchify(x, self.conv_out.bias, self.patch_size)
+            return self.ops.run(add_bias_and_unpatchify, x, self.conv_out.bias, self.patch_size)
 
         return [*steps, Step(out, *self.conv_out.time_padding)]
 
 
-@fused
+@fusion.step
 def add_bias_and_unpatchify(x: torch.Tensor, bias: torch.Tensor | None, patch: int) -> torch.Tensor:
     """The decoder's last step: conv_out's left-out bias, then `unpatchify`, in one pass on CUDA."""
     return unpatchify(x if bias is None else x + per_channel(bias), patch)
@@ -246,18 +247,7 @@ class VideoVAE(nn.Module):
         retries smaller on out-of-memory, "off" runs whole, a TilingPlan is used as given (tiling.py says
         what tiles do to the error and to the seeded noise).
         """
-        channels = self.config.latent_channels
-        if latents.ndim != 5 or latents.shape[1] != channels:
-            raise ValueError(f"decode expects latents (B, {channels}, F, h, w), got shape {tuple(latents.shape)}")
-        z = latents.to(self.decoder.conv_in.conv.weight.dtype)
-        if noise_scale:
-            z = (1 - noise_scale) * z + noise_scale * _randn_like(z, generator)
-        t = None
-        if timestep is not None and self.config.timestep_conditioning:
-            t = torch.as_tensor(timestep, dtype=torch.float32, device=z.device).reshape(-1).expand(z.shape[0])
-        z = self.denormalise(z)
-
-        noise = NoiseField(generator)  # one set of maps, whatever the plan (and on every retry)
+        z, t, noise = self.decoder_input(latents, timestep, noise_scale=noise_scale, generator=generator)
         overlap = tile_overlap(decoder_reach(self.config))
 
         def run(plan: TilingPlan | None) -> torch.Tensor:
@@ -274,6 +264,28 @@ class VideoVAE(nn.Module):
             default_budget(z.device),
             "decode",
         )
+
+    def decoder_input(
+        self,
+        latents: torch.Tensor,
+        timestep: float | torch.Tensor | None = None,
+        *,
+        noise_scale: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, NoiseField]:
+        """What `decode` runs the decoder on, however it cuts the work: the un-normalised latents with the
+        decode noise mixed in (B, 128, F, h, w) in the decoder's dtype, the timestep (B,) float32 or None,
+        and the injected noise's maps (one set for the whole decode, drawn on first use)."""
+        channels = self.config.latent_channels
+        if latents.ndim != 5 or latents.shape[1] != channels:
+            raise ValueError(f"decode expects latents (B, {channels}, F, h, w), got shape {tuple(latents.shape)}")
+        z = latents.to(self.decoder.conv_in.conv.weight.dtype)
+        if noise_scale:
+            z = (1 - noise_scale) * z + noise_scale * _randn_like(z, generator)
+        t = None
+        if timestep is not None and self.config.timestep_conditioning:
+            t = torch.as_tensor(timestep, dtype=torch.float32, device=z.device).reshape(-1).expand(z.shape[0])
+        return self.denormalise(z), t, NoiseField(generator)
 
 
 def _latent_size(video_shape: tuple[int, ...]) -> tuple[int, int, int]:

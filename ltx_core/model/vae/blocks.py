@@ -14,9 +14,9 @@ from einops import rearrange
 from torch import nn
 
 from ...config import VAEBlock
-from ..fusion import fused
-from ..kernels import add_noise_and_skip_kernel, kernel_or_none, kernels_usable
+from ..fusion import step
 from ..layers import TIMESTEP_EMBEDDING_DIM, TimestepMLP, timestep_sinusoid
+from ..ops import UsesOps
 from .convolution import (
     CausalConv3d,
     DepthToSpaceUpsample,
@@ -29,24 +29,7 @@ from .convolution import (
 )
 
 
-def add_noise_and_skip(
-    h: torch.Tensor,
-    bias: torch.Tensor | None,
-    noise: torch.Tensor | None,
-    noise_scale: torch.Tensor | None,
-    skip: torch.Tensor,
-) -> torch.Tensor:
-    """skip + (h [+ bias] [+ noise]): the end of a res block, with its last convolution's left-out bias
-    and the noise (a spatial map (H, W) times a per-channel scale (C,)). One pass on CUDA (a Triton
-    kernel, or compiled), plain torch elsewhere."""
-    if kernels_usable(h):
-        out = kernel_or_none(lambda: add_noise_and_skip_kernel(h, bias, noise, noise_scale, skip))
-        if out is not None:
-            return out
-    return _add_noise_and_skip(h, bias, noise, noise_scale, skip)
-
-
-@fused
+@step
 def _add_noise_and_skip(
     h: torch.Tensor,
     bias: torch.Tensor | None,
@@ -54,6 +37,9 @@ def _add_noise_and_skip(
     noise_scale: torch.Tensor | None,
     skip: torch.Tensor,
 ) -> torch.Tensor:
+    """skip + (h [+ bias] [+ noise]): the end of a res block, with its last convolution's left-out bias
+    and the noise (a spatial map (H, W) times a per-channel scale (C,)). One pass on CUDA with fused
+    ops (a Triton kernel)."""
     if bias is not None:
         h = h + per_channel(bias)
     if noise is not None:
@@ -107,7 +93,7 @@ class ChannelLayerNorm(nn.Module):
         return rearrange(self.norm(rearrange(x, "b c t h w -> b t h w c")), "b t h w c -> b c t h w")
 
 
-class ResBlock3D(nn.Module):
+class ResBlock3D(UsesOps, nn.Module):
     """norm1 → [adaLN] → SiLU → conv1 → [noise] → norm2 → [adaLN] → SiLU → conv2 → [noise], plus the input
     (through LayerNorm and a 1×1×1 conv when the channel count changes)."""
 
@@ -164,7 +150,7 @@ class ResBlock3D(nn.Module):
         h = self.conv2(h, prologue, add_bias=False)
         noise_map, noise_scale = self._noise(h, 2, noise)
         skip = conv_layout(self.conv_shortcut(self.norm3(x)))  # one memory order for the fused add
-        return add_noise_and_skip(h, self.conv2.bias, noise_map, noise_scale, skip)
+        return self.ops.run(_add_noise_and_skip, h, self.conv2.bias, noise_map, noise_scale, skip)
 
     def _noise(
         self, like: torch.Tensor, index: int, noise: NoiseField

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..fusion import fused
-from ..kernels import kernel_or_none, kernels_usable, norm_silu_pad_kernel
+from ..fusion import step
+from ..ops import UsesOps
 
 PIXEL_NORM_EPS = 1e-8
 Stride = tuple[int, int, int]  # frames, height, width
@@ -37,7 +37,7 @@ def depth_to_space(x: torch.Tensor, stride: Stride) -> torch.Tensor:
     return rearrange(x, "b (c p1 p2 p3) t h w -> b c (t p1) (h p2) (w p3)", p1=stride[0], p2=stride[1], p3=stride[2])
 
 
-class CausalConv3d(nn.Module):
+class CausalConv3d(UsesOps, nn.Module):
     """k×k×k convolution, padded in time by repeating edge frames and in space by `padding_mode`.
 
     Causal: the first frame is repeated k−1 times in front, so output frame t sees only frames ≤ t.
@@ -77,7 +77,7 @@ class CausalConv3d(nn.Module):
     def forward(self, x: torch.Tensor, prologue: Prologue | None = None, *, add_bias: bool = True) -> torch.Tensor:
         """(B, C_in, T, H, W) → (B, C_out, T', H', W').
 
-        With a `prologue` the input first goes through `norm_silu_pad`, fused with the time padding
+        With a `prologue` the input first goes through `_norm_silu_pad`, fused with the time padding
         (frame by frame, so a causal stream's context frames, prepended to x, get the same treatment).
         With `add_bias=False` the output leaves the bias out, for the caller to add in its next fused
         step (a `Prologue`, `add_noise_and_skip`, `unfold_and_skip`): on CUDA the convolution would
@@ -87,10 +87,13 @@ class CausalConv3d(nn.Module):
         bias = conv.bias if add_bias else None
         if prologue is None:
             return conv._conv_forward(pad_time(x, front, back), conv.weight, bias)
+        p = prologue
+        args = (x, p.bias, p.noise, p.noise_scale, p.shift, p.scale, front, back)
         if conv.padding_mode == "zeros":  # cuDNN pads zeros itself, at no cost
-            return F.conv3d(norm_silu_pad(x, prologue, front, back), conv.weight, bias, conv.stride, conv.padding)
+            x = self.ops.run(_norm_silu_pad, *args, "zeros", 0, PIXEL_NORM_EPS)
+            return F.conv3d(x, conv.weight, bias, conv.stride, conv.padding)
         # reflect / replicate: the prologue pads space too, in the same pass
-        x = norm_silu_pad(x, prologue, front, back, conv.padding_mode, self.kernel_size // 2)
+        x = self.ops.run(_norm_silu_pad, *args, conv.padding_mode, self.kernel_size // 2, PIXEL_NORM_EPS)
         return F.conv3d(x, conv.weight, bias, conv.stride)
 
 
@@ -113,9 +116,9 @@ def pad_time(x: torch.Tensor, front: int, back: int) -> torch.Tensor:
     return torch.cat(parts, dim=2)
 
 
-def pixel_norm(x: torch.Tensor) -> torch.Tensor:
-    """PixelNorm: x / sqrt(mean over channels of x² + 1e-8), no parameters. x: (B, C, T, H, W)."""
-    return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + PIXEL_NORM_EPS)
+def pixel_norm(x: torch.Tensor, eps: float = PIXEL_NORM_EPS) -> torch.Tensor:
+    """PixelNorm: x / sqrt(mean over channels of x² + eps), no parameters. x: (B, C, T, H, W)."""
+    return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + eps)
 
 
 def channel_noise(noise: torch.Tensor, noise_scale: torch.Tensor) -> torch.Tensor:
@@ -128,22 +131,7 @@ def per_channel(v: torch.Tensor) -> torch.Tensor:
     return v[..., None, None, None]
 
 
-def norm_silu_pad(
-    x: torch.Tensor, prologue: Prologue, front: int, back: int, space_mode: str = "zeros", space: int = 0
-) -> torch.Tensor:
-    """[x + bias] [+ noise] → PixelNorm → [·(1 + scale) + shift] → SiLU → `pad_time(…, front, back)`
-    [→ `space` pixels of `space_mode` padding around H and W]: one pass over x on CUDA (a Triton
-    kernel, or compiled), plain torch elsewhere."""
-    p = prologue
-    args = (x, p.bias, p.noise, p.noise_scale, p.shift, p.scale, front, back)
-    if kernels_usable(x) and space <= 1 and min(x.shape[-2:]) > space:
-        out = kernel_or_none(lambda: norm_silu_pad_kernel(*args, PIXEL_NORM_EPS, space, space_mode))
-        if out is not None:
-            return out
-    return _norm_silu_pad(*args, space_mode, space)
-
-
-@fused
+@step
 def _norm_silu_pad(
     x: torch.Tensor,
     bias: torch.Tensor | None,
@@ -155,12 +143,16 @@ def _norm_silu_pad(
     back: int,
     space_mode: str,
     space: int,
+    eps: float = PIXEL_NORM_EPS,
 ) -> torch.Tensor:
+    """[x + bias] [+ noise] → PixelNorm → [·(1 + scale) + shift] → SiLU → `pad_time(…, front, back)`
+    [→ `space` pixels of `space_mode` padding around H and W]: the elementwise work before a
+    convolution (see Prologue), one pass over x on CUDA with fused ops (a Triton kernel)."""
     if bias is not None:
         x = x + per_channel(bias)
     if noise is not None:
         x = x + channel_noise(noise, noise_scale)
-    h = pixel_norm(x)
+    h = pixel_norm(x, eps)
     if scale is not None:
         h = h * (1 + per_channel(scale)) + per_channel(shift)
     h = pad_time(F.silu(h), front, back)
@@ -198,7 +190,7 @@ class SpaceToDepthDownsample(nn.Module):
         return conv_layout(space_to_depth(self.conv(x), self.stride) + skip)
 
 
-class DepthToSpaceUpsample(nn.Module):
+class DepthToSpaceUpsample(UsesOps, nn.Module):
     """Decoder `compress_*`: conv to prod(stride)·C/reduction channels, unfolded by depth-to-space.
 
     A temporal stride drops the first output frame (F latent frames → 2F − 1). With `residual`, the
@@ -217,10 +209,11 @@ class DepthToSpaceUpsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) → (B, C/reduction, st·T − (st−1), sh·H, sw·W)."""
         folded = self.conv(x, add_bias=False)
-        return unfold_and_skip(folded, self.conv.bias, x if self.residual else None, self.stride, self.repeats)
+        residual = x if self.residual else None
+        return self.ops.run(unfold_and_skip, folded, self.conv.bias, residual, self.stride, self.repeats)
 
 
-@fused
+@step
 def unfold_and_skip(
     folded: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None, stride: Stride, repeats: int
 ) -> torch.Tensor:

@@ -150,19 +150,24 @@ def run_2b_dev(bench: Bench) -> None:
         bench.row("2b-dev", name, bench.per_step(model, guidance, sigmas))
 
 
-def run_distilled(bench: Bench) -> None:
-    end_to_end.DEVICE, end_to_end.DTYPE = bench.device, bench.dtype
-    models = end_to_end.build_models(bench.small, LTXV_2B_CAUSAL, "0.9.5", "0.9.8-distilled")
-    size = dict(width=96, height=64, frames=9) if bench.small else dict(width=768, height=512, frames=121)
-    settings = Settings(**size, device=bench.device)
+def _text_to_video_seconds(bench: Bench, models, settings: Settings) -> float:
+    """Seconds of one text_to_video after a warm-up run, the peak memory counted from its start."""
     with torch.inference_mode():
-        text_to_video(models, end_to_end.PROMPT, settings=settings)  # warm-up
+        text_to_video(models, end_to_end.PROMPT, settings=settings)  # warm-up: kernels, allocator
         bench.reset_peak()
         bench.sync()
         start = time.perf_counter()
         text_to_video(models, end_to_end.PROMPT, settings=settings)
         bench.sync()
-    bench.row("distilled", "text to video end to end (release settings: 8 steps, batch 1)", time.perf_counter() - start)
+    return time.perf_counter() - start
+
+
+def run_distilled(bench: Bench) -> None:
+    end_to_end.DEVICE, end_to_end.DTYPE = bench.device, bench.dtype
+    models = end_to_end.build_models(bench.small, LTXV_2B_CAUSAL, "0.9.5", "0.9.8-distilled")
+    size = dict(width=96, height=64, frames=9) if bench.small else dict(width=768, height=512, frames=121)
+    seconds = _text_to_video_seconds(bench, models, Settings(**size, device=bench.device))
+    bench.row("distilled", "text to video end to end (release settings: 8 steps, batch 1)", seconds)
 
 
 def run_multiscale(bench: Bench) -> None:
@@ -175,16 +180,8 @@ def run_multiscale(bench: Bench) -> None:
     models.upsampler = end_to_end.random_fill(upsampler, 4).to("cpu")
     size = dict(width=192, height=128, frames=9) if bench.small else dict(width=1216, height=704, frames=121)
     for name, multiscale in (("one pass, 8 steps", False), ("multi-scale, 7 + 3 steps", True)):
-        settings = Settings(**size, device=bench.device, multiscale=multiscale)
-        with torch.inference_mode():
-            text_to_video(models, end_to_end.PROMPT, settings=settings)  # warm-up
-            bench.reset_peak()
-            bench.sync()
-            start = time.perf_counter()
-            text_to_video(models, end_to_end.PROMPT, settings=settings)
-            bench.sync()
-        what = f"{size['width']}×{size['height']}×{size['frames']}, {name}, end to end"
-        bench.row("multiscale", what, time.perf_counter() - start)
+        seconds = _text_to_video_seconds(bench, models, Settings(**size, device=bench.device, multiscale=multiscale))
+        bench.row("multiscale", f"{size['width']}×{size['height']}×{size['frames']}, {name}, end to end", seconds)
 
 
 RUNNERS = {"13b": run_13b, "2b-dev": run_2b_dev, "distilled": run_distilled, "multiscale": run_multiscale}

@@ -31,7 +31,7 @@ from .detect import (
 )
 from .errors import CheckpointError
 from .materialize import FP8_DTYPES, CheckpointMismatchError, mismatches
-from .safetensors import SafetensorsHeader, load_tensors, read_header
+from .safetensors import SafetensorsHeader, checkpoint_config, load_tensors, read_header
 
 EXPECTED = "an LTX-Video latent upsampler such as ltxv-spatial-upscaler-0.9.7.safetensors"
 COMPLETE = "the complete weights of one LTX-Video latent upsampler (a damaged file? download it again)"
@@ -77,24 +77,10 @@ def _config(path: Path, shapes: Mapping[str, tuple[int, ...]], stated: Mapping[s
     return cfg
 
 
-def _metadata_config(header: SafetensorsHeader) -> dict[str, Any]:
-    """The `config` metadata entry of a released upsampler file ({} when absent)."""
-    raw = header.metadata.get("config")
-    if raw is None:
-        return {}
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(header.path, f"has an unreadable embedded config ({exc})", "valid JSON") from exc
-    if not isinstance(config, dict):
-        raise CheckpointError(header.path, f"has an embedded config that is not an object: {raw[:80]!r}", EXPECTED)
-    return config
-
-
 def _from_safetensors(path: Path) -> tuple[list[SafetensorsHeader], Detected]:
     header = read_header(path)
     _require_upsampler(path, header.shapes)
-    cfg = _config(path, header.shapes, _metadata_config(header))
+    cfg = _config(path, header.shapes, checkpoint_config(header))
     return [header], Detected(path, "single file", cfg.kind, main_dtype(header), cfg)
 
 

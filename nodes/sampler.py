@@ -12,7 +12,9 @@ from ..ltx_core.latent_guides import (
     guide_conditions,
     split_core_guides,
 )
+from ..ltx_core.loading.release import Release
 from ..ltx_core.memory import MEMORY_MODES, placed, transformer_activation_bytes
+from ..ltx_core.multiscale import undecided
 from ..ltx_core.passes import FIRST, SECOND, SINGLE, pass_settings, pass_sigmas
 from ..ltx_core.sampling.conditioning import appended_token_count
 from ..ltx_core.sampling.guidance import Guidance
@@ -91,6 +93,12 @@ def _sigmas(model: Loaded, which: str, steps, schedule, denoise, sigmas, tokens:
         raise ValueError(
             f"{words}: the {model.release} {model.release.size} release has no multiscale recipe (0.9.7 and later "
             "have one: 13B dev, 13B and 2B distilled); set multiscale to off"
+        )
+    unsure = undecided(model.release) if isinstance(model.release, Release) else ""
+    if unsure:
+        raise ValueError(
+            f"{words}: {unsure}; set release on the LTX Model Loader (pack) to the file's release "
+            f"({' or '.join([model.release.name, *model.release.alike])})"
         )
     if sigmas is not None:
         return custom_sigmas(sigmas)

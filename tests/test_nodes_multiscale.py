@@ -345,3 +345,14 @@ def test_sampler_pass_errors_are_in_node_words(comfy):
         "denoise 0.5 with the multiscale second pass of LTX Sampler (pack)",
         "set denoise to 1, or connect sigmas",
     )
+
+
+def test_a_multiscale_pass_needs_the_release_named_where_files_cannot_tell_it(comfy):
+    """13B 0.9.7 and 0.9.8 dev files look alike and run alike in one pass, but their upscalers differ: a
+    multiscale pass refuses the loader's auto (one pass takes it), and runs once the release is named."""
+    model, _ = _model(CHECKPOINT_13B_DEV)
+    assert model.release.alike
+    with pytest.raises(ValueError, match="set release on the LTX Model Loader \\(pack\\) to the file's release"):
+        nodes.sampler._sigmas(model, "first", 0, "auto", 1.0, None, 6)
+    named, _ = _model(CHECKPOINT_13B_DEV, "0.9.8-dev")
+    assert nodes.sampler._sigmas(named, "first", 0, "auto", 1.0, None, 6).numel() > 2

@@ -263,14 +263,17 @@ def make(node, workflow) -> list:
         "its own size.\n\n"
         + files(
             CHECKPOINT_13B_DEV,
-            "\n  or ltxv-13b-0.9.8-distilled.safetensors (set the loader's release to 0.9.8-distilled: 7 + 3 steps), "
-            "or\n  ltxv-2b-0.9.8-distilled.safetensors (the same), or the 0.9.7 13B files",
+            "\n  (the loader's release names it: 13B 0.9.7 and 0.9.8 files look alike but have their own upscaler);\n"
+            "  or ltxv-13b-0.9.8-distilled.safetensors (release 0.9.8-distilled: 7 + 3 steps), or\n"
+            "  ltxv-2b-0.9.8-distilled.safetensors (the same), or the 0.9.7 13B files (release 0.9.7-dev / -distilled)",
             SAMPLER_RELEASE,
         )
         + f"\n- models/latent_upscale_models/{SPATIAL_UPSCALER}  – from huggingface.co/Lightricks/LTX-Video (the\n"
         "  spatial upscaler; the 0.9.7 one for 0.9.7 models; models/upscale_models works too)",
         [
-            *_common(node, T5, PROMPT, {**full, "model_name": CHECKPOINT_13B_DEV}, 800, 448, 121, 256),
+            *_common(
+                node, T5, PROMPT, {**full, "model_name": CHECKPOINT_13B_DEV, "release": "0.9.8-dev"}, 800, 448, 121, 256
+            ),
             node(
                 5,
                 "LTXPackUpsamplerLoader",

@@ -14,7 +14,7 @@ first prompt of each set and mode includes compiling the fused kernels). After e
 prompt queued once more (all cached but the report: its models stay in the cache, in CPU memory, as in
 an idle server); at the end `/free` also drops the node cache.
 
-It prints a table, writes the records to JSON (default $OUT/comfyui_memory.json, with the server's log
+It prints a table, writes the records to JSON (default ./comfyui_memory.json, or $OUT/, with the server's log
 beside it), and then checks, failing with exit status 1:
   1. every prompt ran (within --budget-s) and succeeded;
   2. the memory mode took effect: 2 block streamers (transformer and T5) after a low_vram prompt, none
@@ -32,7 +32,7 @@ beside it), and then checks, failing with exit status 1:
      model, the 1.9 GB VAE: any model or packed copy kept alive shows).
 With --tiny (2-block transformers of 42 and 85 MB) the tolerance of 5 is 64 MiB.
 
-GPU machine (one H200; ComfyUI comes as its source tarball; the missing wheels are installed first):
+On a GPU (from ComfyUI's source tarball; ComfyUI's requirements installed first):
   python3 benchmarks/comfyui_memory.py --tarball DIR/ComfyUI-a125cd84.tar.gz --budget-s 450
 CPU, tiny models, against an installed ComfyUI (COMFYUI_PATH, COMFYUI_PYTHON as for the tests):
   python benchmarks/comfyui_memory.py --tiny --cpu

@@ -1,5 +1,5 @@
-"""A real ComfyUI server for benchmarks: on the GPU machine, where ComfyUI is not installed and comes as
-its source tarball, or on the CPU with an installed checkout (to check a benchmark with tiny models).
+"""A real ComfyUI server for benchmarks: on a GPU machine without ComfyUI installed, from ComfyUI's source
+tarball, or on the CPU with an installed checkout (to check a benchmark with tiny models).
 
 - `unpack_comfyui(tarball, into)`: the source tarball unpacked as `into/ComfyUI` (once).
 - `start_server(comfyui, base, python, cpu)`: a server started from that folder with `python` over a base
@@ -11,8 +11,8 @@ its source tarball, or on the CPU with an installed checkout (to check a benchma
   files, memory mode, size, steps and seed.
 - `gpu_used_bytes()`, `gpu_name()`: what nvidia-smi says (None without one).
 
-On the GPU machine ComfyUI needs a few wheels that its image lacks (shared/comfyui/README.md lists them);
-`python3 -m pip install --target DIR` them and put DIR on PYTHONPATH: the server inherits it.
+Where the Python that runs it lacks some of ComfyUI's requirements (its requirements.txt), install them
+with `python3 -m pip install --target DIR` and put DIR on PYTHONPATH: the server inherits it.
 """
 
 from __future__ import annotations

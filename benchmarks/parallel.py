@@ -7,7 +7,7 @@ end to end (prompt encoding, sampling, the VAE decode, frames to the host), thei
 and how far the parallel run's latents and frames are from the one-GPU run's (bf16 rounding).
 "1 GPU" runs on every GPU at once, each alone (no communication); rank 0's times are reported.
 
-Usage, on a machine with 2 GPUs (NVLink multicast stays off, as this workplace's shared machines need):
+Usage, on a machine with 2 GPUs (NVLink multicast stays off, as shared multi-GPU hosts need):
   NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 \
       torchrun --standalone --nproc-per-node 2 benchmarks/parallel.py --models 2b --json parallel.json
   … --models 13b --sizes 768x512x121        (13B; 1216x704x257 on 13B takes about 8 minutes more)
@@ -26,8 +26,8 @@ import zlib
 from dataclasses import replace
 from pathlib import Path
 
-# This workplace's multi-GPU machines must keep NVLink multicast off (it can take the host's shared GPUs
-# out of service): set here too, before NCCL starts, in case the environment lost them.
+# NVLink multicast stays off (on shared multi-GPU hosts it has taken GPUs out of service): set here
+# too, before NCCL starts, in case the environment lost the settings.
 os.environ.update({"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"})
 
 import torch  # noqa: E402

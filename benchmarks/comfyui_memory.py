@@ -54,7 +54,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from comfyui_server import (  # noqa: E402
     FROM_MODEL,
-    BenchServer,
     gpu_name,
     gpu_used_bytes,
     start_server,
@@ -62,6 +61,8 @@ from comfyui_server import (  # noqa: E402
     unpack_comfyui,
 )
 from model_files import CHECKPOINT, FULL, GGUF, T5_BF16, T5_FP8, TINY, VAE, ModelSizes, file_bytes, write_model_files  # noqa: E402
+
+from comfy_server import Server  # noqa: E402
 
 GiB, MiB = 2**30, 2**20
 SETS = {  # model loader's file, its VAE, the text encoder
@@ -97,7 +98,7 @@ PRESETS = {
 # --- measuring ----------------------------------------------------------------------------------------
 
 
-def _memory_report(server: BenchServer, prompt: dict | None = None) -> tuple[dict, dict | None]:
+def _memory_report(server: Server, prompt: dict | None = None) -> tuple[dict, dict | None]:
     """Run `prompt` (or nothing) with LTXTestDeviceMemory after its saved video; returns (record of the
     run, the node's report or None when the prompt failed before it)."""
     prompt = dict(prompt or {})
@@ -132,7 +133,7 @@ def _flatten(report: dict) -> dict:
     }
 
 
-def measure_prompt(server: BenchServer, prompt: dict) -> dict:
+def measure_prompt(server: Server, prompt: dict) -> dict:
     record, report = _memory_report(server, prompt)
     if report is None:  # measure anyway, after the failed prompt
         record.update(_flatten(_memory_report(server)[1]))
@@ -141,7 +142,7 @@ def measure_prompt(server: BenchServer, prompt: dict) -> dict:
     return record
 
 
-def free(server: BenchServer, again: dict | None, free_memory: bool = False) -> dict:
+def free(server: Server, again: dict | None, free_memory: bool = False) -> dict:
     """POST /free to unload the models (the menu's *Unload models*; with `free_memory` also drop the node
     cache), then measure once the server has acted on it (it does between prompts, so the first
     measurement may run before). Measured by queueing `again`, the last prompt once more: all of it
@@ -164,7 +165,7 @@ def free(server: BenchServer, again: dict | None, free_memory: bool = False) -> 
 # --- the run ------------------------------------------------------------------------------------------
 
 
-def run_prompts(server: BenchServer, preset: Preset, prompts: int, deadline: float, save) -> list[dict]:
+def run_prompts(server: Server, preset: Preset, prompts: int, deadline: float, save) -> list[dict]:
     """`prompts` prompts in rounds of ROUND, /free after each round and at the end; `save(records)`
     after each record. No prompt starts after `deadline` (time.monotonic())."""
     records = [{"stage": "idle", **_flatten(_memory_report(server)[1])}]

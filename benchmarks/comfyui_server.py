@@ -22,13 +22,11 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import threading
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from comfy_server import Server, _free_port, prepare_base  # noqa: E402
+from comfy_server import Server, prepare_base  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / "workflows" / "api" / "text_to_video.json"
@@ -47,52 +45,15 @@ def unpack_comfyui(tarball: Path, into: Path) -> Path:
     return comfyui
 
 
-class BenchServer(Server):
-    """tests/comfy_server.Server started from a given ComfyUI folder and interpreter, on the GPU unless
-    `cpu` (the tests' Server always runs on the CPU, from COMFYUI_PATH): the same client afterwards."""
-
-    def __init__(self, comfyui: Path, base: Path, python: str, cpu: bool) -> None:
-        import websocket  # websocket-client
-
-        self.base = base
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = base / "server.log"
-        front_end = base / "front_end"
-        front_end.mkdir(exist_ok=True)
-        command = [
-            python,
-            "main.py",
-            *(["--cpu"] if cpu else []),
-            "--listen",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--base-directory",
-            str(base),
-            "--database-url",
-            f"sqlite:///{base / 'comfyui.db'}",
-            "--front-end-root",
-            str(front_end),
-            "--disable-api-nodes",
-            "--preview-method",
-            "latent2rgb",
-        ]
-        self._log = self.log_path.open("w")
-        self.process = subprocess.Popen(command, cwd=comfyui, stdout=self._log, stderr=subprocess.STDOUT)
-        self._wait_until_up()
-        self.client_id = uuid.uuid4().hex
-        self._events = []
-        self._lock = threading.Condition()
-        self._ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={self.client_id}")
-        threading.Thread(target=self._listen, daemon=True).start()
-
-
-def start_server(comfyui: Path, base: Path, python: str = sys.executable, cpu: bool = False) -> BenchServer:
-    """A ComfyUI server over `base` (prepared here: the pack and the test nodes in custom_nodes/)."""
+def start_server(comfyui: Path, base: Path, python: str = sys.executable, cpu: bool = False) -> Server:
+    """The tests' ComfyUI server (tests/comfy_server.py) over `base` (prepared here: the pack and the test
+    nodes in custom_nodes/), started from `comfyui` by `python`, on the GPU unless `cpu`, with an empty
+    front end."""
     if not (base / "custom_nodes").is_dir():
         prepare_base(base)
-    return BenchServer(comfyui, base, python, cpu)
+    front_end = base / "front_end"
+    front_end.mkdir(exist_ok=True)
+    return Server(base, ("--front-end-root", str(front_end)), comfyui=comfyui, python=python, cpu=cpu)
 
 
 def text_to_video(

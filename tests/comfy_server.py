@@ -67,9 +67,18 @@ class Run:
 
 
 class Server:
-    """A running ComfyUI with a websocket client attached."""
+    """A running ComfyUI with a websocket client attached: by default COMFYUI_PATH's, run by COMFYUI_PYTHON
+    on the CPU (the benchmarks pass another checkout and interpreter, on the GPU)."""
 
-    def __init__(self, base: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        base: Path,
+        extra_args: tuple[str, ...] = (),
+        *,
+        comfyui: Path | str | None = None,
+        python: str | None = None,
+        cpu: bool = True,
+    ) -> None:
         import websocket  # websocket-client
 
         self.base = base
@@ -77,9 +86,9 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = base / "server.log"
         command = [
-            PYTHON,
+            python or PYTHON,
             "main.py",
-            "--cpu",
+            *(["--cpu"] if cpu else []),
             "--listen",
             "127.0.0.1",
             "--port",
@@ -94,7 +103,7 @@ class Server:
             *extra_args,
         ]
         self._log = self.log_path.open("w")
-        self.process = subprocess.Popen(command, cwd=COMFYUI, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, cwd=comfyui or COMFYUI, stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_until_up()
         self.client_id = uuid.uuid4().hex
         self._events: list[tuple[str, Any]] = []

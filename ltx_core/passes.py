@@ -22,7 +22,7 @@ import torch
 
 from .defaults import PassSettings, ReleaseDefaults
 from .sampling.guidance import Guidance
-from .sampling.schedule import custom_sigmas, make_schedule
+from .sampling.schedule import custom_sigmas, make_schedule, skip_steps
 
 SINGLE, FIRST, SECOND = "single", "first", "second"
 PASSES = (SINGLE, FIRST, SECOND)
@@ -88,7 +88,7 @@ def pass_sigmas(
     total = max(count, round(count * window.total / window.steps))
     start = min(round(window.start * total / window.total), total - count)
     full = make_schedule(schedule or defaults.schedule, total, tokens)  # total + 1 levels, the last 0
-    return torch.cat([full[start : start + count], full.new_zeros(1)])
+    return skip_steps(full, start, total - start - count)  # the window, ending in 0 as the core's passes do
 
 
 def pass_guidance(defaults: ReleaseDefaults, which: str) -> Guidance:
